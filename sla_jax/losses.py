@@ -1,0 +1,193 @@
+"""Joint labels, training losses and test-time aggregation for SLA.
+
+Notation: ``B`` images, ``N`` classes, ``M`` views per image (see
+:mod:`sla_jax.transforms`), rows laid out as ``b * M + j`` (view ``j`` of image
+``b``). The joint head has ``N * M`` outputs; column ``i * M + j`` scores the
+joint label (class ``i``, transformation ``j``).
+
+All functions are pure, shape-checked at trace time, and compute in float32
+whatever the logits' dtype (bf16 logits are upcast before the softmax).
+Cross-entropies are means over rows, like PyTorch's ``F.cross_entropy``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["joint_labels", "transform_labels", "cross_entropy", "sla_loss",
+           "single_logits", "aggregated_logits", "view_averaged_logits",
+           "distillation_kl", "self_distillation_loss", "da_loss", "mt_loss"]
+
+
+def _check_rows(logits: jax.Array, labels: jax.Array, num_transforms: int,
+                what: str) -> None:
+  if logits.ndim != 2:
+    raise ValueError(f"{what} must be 2-D [rows, outputs]; got shape "
+                     f"{tuple(logits.shape)}.")
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be 1-D [B]; got shape {tuple(labels.shape)}.")
+  if logits.shape[0] != labels.shape[0] * num_transforms:
+    raise ValueError(
+        f"{what} has {logits.shape[0]} rows but labels has {labels.shape[0]} "
+        f"images x {num_transforms} transforms = "
+        f"{labels.shape[0] * num_transforms}; pass the logits of all views, "
+        f"laid out as row b*M + j.")
+
+
+def _check_joint(joint_logits: jax.Array, num_transforms: int) -> None:
+  if joint_logits.ndim != 2:
+    raise ValueError(f"joint_logits must be 2-D [B*M, N*M]; got shape "
+                     f"{tuple(joint_logits.shape)}.")
+  rows, cols = joint_logits.shape
+  if rows % num_transforms or cols % num_transforms:
+    raise ValueError(
+        f"joint_logits of shape {(rows, cols)} is not [B*M, N*M] for "
+        f"M = {num_transforms} transforms: both sizes must be multiples of M.")
+
+
+def joint_labels(labels: jax.Array, num_transforms: int) -> jax.Array:
+  """Joint labels ``y * M + j`` of the ``B * M`` views, shape ``[B * M]``.
+
+  Row ``b * M + j`` (view ``j`` of image ``b``) gets ``labels[b] * M + j``.
+  """
+  labels = jnp.asarray(labels)
+  j = jnp.arange(num_transforms, dtype=labels.dtype)
+  return (labels[:, None] * num_transforms + j[None, :]).reshape(-1)
+
+
+def transform_labels(batch_size: int, num_transforms: int) -> jax.Array:
+  """The transformation index ``j`` of each of the ``B * M`` views, ``[B * M]``."""
+  return jnp.tile(jnp.arange(num_transforms, dtype=jnp.int32), batch_size)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean over rows of ``-log softmax(logits)[label]`` (float32)."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels).mean()
+
+
+def sla_loss(joint_logits: jax.Array, labels: jax.Array, num_transforms: int,
+             large_loss: bool = False) -> jax.Array:
+  """SLA joint cross-entropy.
+
+  ``L = (1 / BM) * sum_{b,j} CE(joint_logits[b*M + j], y_b * M + j)``, times
+  ``M`` when ``large_loss`` (a sum over views instead of a mean; the original's
+  ``--with-large-loss``).
+
+  Args:
+    joint_logits: ``[B * M, N * M]`` logits of all views.
+    labels: ``[B]`` class labels of the original images.
+    num_transforms: ``M``.
+    large_loss: Sum the per-view losses over ``M`` instead of averaging.
+  """
+  _check_joint(joint_logits, num_transforms)
+  _check_rows(joint_logits, labels, num_transforms, "joint_logits")
+  loss = cross_entropy(joint_logits, joint_labels(labels, num_transforms))
+  return loss * num_transforms if large_loss else loss
+
+
+def single_logits(joint_logits: jax.Array, num_transforms: int) -> jax.Array:
+  """SI inference: the identity view's logits at columns ``{i * M}``, ``[B, N]``."""
+  _check_joint(joint_logits, num_transforms)
+  return joint_logits[::num_transforms, ::num_transforms]
+
+
+def aggregated_logits(joint_logits: jax.Array, num_transforms: int) -> jax.Array:
+  """AG inference: ``(1/M) sum_j joint_logits[b*M + j, i*M + j]``, ``[B, N]``.
+
+  Each view votes with the logits at its own transformation's columns; the raw
+  logits are averaged (apply the softmax afterwards).
+  """
+  _check_joint(joint_logits, num_transforms)
+  rows, cols = joint_logits.shape
+  m = num_transforms
+  per_view = joint_logits.reshape(rows // m, m, cols // m, m)  # [B, j, i, k]
+  own_columns = jnp.diagonal(per_view, axis1=1, axis2=3)     # [B, i, j]
+  return own_columns.mean(axis=-1)
+
+
+def view_averaged_logits(logits: jax.Array, num_transforms: int) -> jax.Array:
+  """Mean over the ``M`` views of each image of ``[B * M, K]`` logits, ``[B, K]``.
+
+  The aggregation for heads that are not joint (DA, MT class head).
+  """
+  if logits.ndim != 2 or logits.shape[0] % num_transforms:
+    raise ValueError(f"logits must be [B*M, K] with M = {num_transforms}; got "
+                     f"shape {tuple(logits.shape)}.")
+  return logits.reshape(-1, num_transforms, logits.shape[-1]).mean(axis=1)
+
+
+def distillation_kl(teacher_logits: jax.Array, student_logits: jax.Array,
+                    temperature: float = 1.0) -> jax.Array:
+  """``KL(softmax(teacher/T) || softmax(student/T))``, mean over the batch.
+
+  The same quantity as PyTorch's ``F.kl_div(log_softmax(student/T),
+  softmax(teacher/T), reduction='batchmean')``. Gradients flow to both inputs;
+  stop them on the teacher yourself (as :func:`self_distillation_loss` does).
+  """
+  t = jnp.float32(temperature)
+  log_teacher = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / t)
+  log_student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t)
+  return optax.losses.kl_divergence_with_log_targets(
+      log_student, log_teacher).mean()
+
+
+def self_distillation_loss(joint_logits: jax.Array,
+                           single_head_logits: jax.Array, labels: jax.Array,
+                           num_transforms: int, temperature: float = 1.0,
+                           large_loss: bool = False) -> jax.Array:
+  """SLA+SD objective.
+
+  ``L = sla_loss(joint) + CE(single, y) + T^2 * KL(softmax(AG/T) || softmax(single/T))``
+  with ``AG = stop_gradient(aggregated_logits(joint))``, all batch means.
+
+  Args:
+    joint_logits: ``[B * M, N * M]`` joint-head logits of all views.
+    single_head_logits: ``[B, N]`` logits of the extra N-way head on the
+      identity views (rows ``::M`` of its output on all views).
+    labels: ``[B]`` class labels.
+    num_transforms: ``M``.
+    temperature: ``T`` of the distillation term.
+    large_loss: Passed to :func:`sla_loss` (only the joint term is scaled).
+  """
+  if single_head_logits.shape[0] != labels.shape[0]:
+    raise ValueError(
+        f"single_head_logits must be [B, N] for the B = {labels.shape[0]} "
+        f"identity views; got shape {tuple(single_head_logits.shape)} (take "
+        f"rows ::M of the single head's output on all views).")
+  joint = sla_loss(joint_logits, labels, num_transforms, large_loss)
+  single = cross_entropy(single_head_logits, labels)
+  teacher = jax.lax.stop_gradient(
+      aggregated_logits(joint_logits, num_transforms))
+  kl = distillation_kl(teacher, single_head_logits, temperature)
+  return joint + single + jnp.float32(temperature) ** 2 * kl
+
+
+def da_loss(logits: jax.Array, labels: jax.Array,
+            num_transforms: int) -> jax.Array:
+  """DA (transformations as plain augmentation): mean CE of ``[B*M, N]`` logits
+  against ``y`` repeated for the ``M`` views of each image."""
+  _check_rows(logits, labels, num_transforms, "logits")
+  return cross_entropy(logits, jnp.repeat(labels, num_transforms))
+
+
+def mt_loss(class_logits: jax.Array, transform_logits: jax.Array,
+            labels: jax.Array, num_transforms: int) -> jax.Array:
+  """MT (multi-task): mean over the ``B*M`` views of ``CE(class, y) + CE(transform, j)``.
+
+  Args:
+    class_logits: ``[B * M, N]`` class-head logits of all views.
+    transform_logits: ``[B * M, M]`` transformation-head logits of all views.
+    labels: ``[B]`` class labels.
+    num_transforms: ``M``.
+  """
+  _check_rows(class_logits, labels, num_transforms, "class_logits")
+  _check_rows(transform_logits, labels, num_transforms, "transform_logits")
+  if transform_logits.shape[1] != num_transforms:
+    raise ValueError(f"transform_logits must have M = {num_transforms} "
+                     f"columns; got {transform_logits.shape[1]}.")
+  return (da_loss(class_logits, labels, num_transforms) +
+          cross_entropy(transform_logits,
+                        transform_labels(labels.shape[0], num_transforms)))

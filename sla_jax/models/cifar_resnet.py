@@ -1,0 +1,164 @@
+"""CIFAR ResNets (He et al. 2016) with the topology of the original SLA code.
+
+3x3 conv (16) -> BN -> ReLU -> three stages of ``(depth - 2) / 6`` basic blocks
+(widths 16, 32, 64; the first block of stages 2 and 3 has stride 2) -> global
+average pool -> heads. Shortcuts are "option A": stride-2 subsampling with
+zero-padded extra channels, no parameters. BatchNorm uses eps 1e-5 and
+PyTorch's momentum 0.1 (Flax ``momentum=0.9``).
+
+Initialisation follows the original by default: convolutions
+``normal(0, sqrt(2 / (k * k * C_out)))``, BatchNorm scale 1 / bias 0, and the
+heads PyTorch's default ``nn.Linear`` init ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+for weights and biases.
+
+The heads are named by what they predict (see :func:`heads_for_objective`);
+the output is a dict ``{"features": [B, 64], <head>: [B, outputs], ...}``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["CifarResNet", "BasicBlock", "heads_for_objective", "DEPTHS",
+           "OBJECTIVES"]
+
+DEPTHS = (20, 32, 44, 56, 110)
+OBJECTIVES = ("baseline", "da", "mt", "sla", "sla_sd")
+
+# He-normal with fan_out, as the original's ``normal_(0, sqrt(2 / n))`` with
+# ``n = k * k * out_channels``.
+conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch nn.Linear default: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+torch_linear_kernel_init = jax.nn.initializers.variance_scaling(
+    1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_linear_bias_init(fan_in: int):
+  """PyTorch nn.Linear default bias init ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+  bound = 1.0 / fan_in ** 0.5
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def heads_for_objective(objective: str, num_classes: int,
+                        num_transforms: int = 1) -> dict[str, int]:
+  """The output heads (name -> size) each training objective needs.
+
+  ``baseline``/``da``: ``class`` (N); ``mt``: ``class`` (N) + ``transform`` (M);
+  ``sla``: ``joint`` (N*M); ``sla_sd``: ``joint`` (N*M) + ``single`` (N).
+  """
+  n, m = num_classes, num_transforms
+  heads = {
+      "baseline": {"class": n},
+      "da": {"class": n},
+      "mt": {"class": n, "transform": m},
+      "sla": {"joint": n * m},
+      "sla_sd": {"joint": n * m, "single": n},
+  }
+  if objective not in heads:
+    raise ValueError(f"Unknown objective {objective!r}; valid objectives are: "
+                     f"{', '.join(OBJECTIVES)}.")
+  return heads[objective]
+
+
+def _shortcut_option_a(x: jax.Array, out_channels: int, stride: int) -> jax.Array:
+  """Parameter-free shortcut: subsample by ``stride``, zero-pad the channels."""
+  if stride != 1:
+    x = x[:, ::stride, ::stride, :]
+  extra = out_channels - x.shape[-1]
+  if extra:
+    x = jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (extra,), x.dtype)], -1)
+  return x
+
+
+class BasicBlock(nn.Module):
+  """conv3x3 -> BN -> ReLU -> conv3x3 -> BN, + option-A shortcut, ReLU."""
+  features: int
+  strides: int = 1
+  dtype: Any = jnp.float32
+  use_fast_variance: bool = False
+  zero_init_last_bn: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    conv = functools.partial(nn.Conv, self.features, (3, 3), use_bias=False,
+                             padding=((1, 1), (1, 1)), kernel_init=conv_init,
+                             dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                             use_fast_variance=self.use_fast_variance)
+    y = conv(strides=(self.strides, self.strides), name="conv_a")(x)
+    y = nn.relu(norm(name="bn_a")(y))
+    y = conv(name="conv_b")(y)
+    last_scale = (nn.initializers.zeros if self.zero_init_last_bn
+                  else nn.initializers.ones)
+    y = norm(name="bn_b", scale_init=last_scale)(y)
+    return nn.relu(y + _shortcut_option_a(x, self.features, self.strides))
+
+
+class CifarResNet(nn.Module):
+  """CIFAR ResNet-{20,32,44,56,110} with named output heads.
+
+  Attributes:
+    depth: Total depth, ``6n + 2`` (one of :data:`DEPTHS` or any such value).
+    heads: Output heads, name -> number of outputs (see
+      :func:`heads_for_objective`). Empty: a feature extractor.
+    dtype: Computation dtype (e.g. ``jnp.bfloat16``); parameters, BatchNorm
+      statistics and reductions stay float32.
+    use_fast_variance: BatchNorm variance as ``E[x^2] - E[x]^2`` (one pass,
+      faster) instead of the two-pass ``E[(x - E[x])^2]`` (PyTorch's numerics).
+    zero_init_heads: Zero-initialise the heads (big_vision style) instead of
+      PyTorch's default Linear init.
+    zero_init_last_bn: Zero-initialise each block's last BatchNorm scale.
+
+  Call ``model.apply(variables, x, train=...)`` on NHWC images; in training
+  pass ``mutable=["batch_stats"]``. Returns ``{"features": [B, 64], **heads}``.
+  """
+  depth: int = 32
+  heads: Mapping[str, int] | None = None
+  dtype: Any = jnp.float32
+  use_fast_variance: bool = False
+  zero_init_heads: bool = False
+  zero_init_last_bn: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
+    if (self.depth - 2) % 6 or self.depth < 8:
+      raise ValueError(f"CifarResNet depth must be 6n + 2 (e.g. "
+                       f"{', '.join(map(str, DEPTHS))}); got {self.depth}.")
+    blocks_per_stage = (self.depth - 2) // 6
+    x = x.astype(self.dtype)
+    x = nn.Conv(16, (3, 3), use_bias=False, padding=((1, 1), (1, 1)),
+                kernel_init=conv_init, dtype=self.dtype, name="conv_1_3x3")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype, use_fast_variance=self.use_fast_variance,
+                     name="bn_1")(x)
+    x = nn.relu(x)
+    for stage, width in enumerate((16, 32, 64), start=1):
+      for i in range(blocks_per_stage):
+        strides = 2 if (stage > 1 and i == 0) else 1
+        x = BasicBlock(width, strides, dtype=self.dtype,
+                       use_fast_variance=self.use_fast_variance,
+                       zero_init_last_bn=self.zero_init_last_bn,
+                       name=f"stage_{stage}_{i}")(x, train)
+    features = jnp.mean(x, axis=(1, 2))
+    out = {"features": features}
+    for head, size in (self.heads or {}).items():
+      fan_in = features.shape[-1]
+      out[head] = nn.Dense(
+          size, dtype=self.dtype,
+          kernel_init=(nn.initializers.zeros if self.zero_init_heads
+                       else torch_linear_kernel_init),
+          bias_init=(nn.initializers.zeros if self.zero_init_heads
+                     else torch_linear_bias_init(fan_in)),
+          name=f"{head}_head")(features)
+    return out
