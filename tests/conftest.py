@@ -1,0 +1,31 @@
+"""Shared test set-up: 8 simulated CPU devices and the ../shared material."""
+
+import os
+import pathlib
+
+# Must run before jax is imported anywhere: simulate 8 devices on the CPU so
+# sharding code is exercised (tests that need one device use jax.devices()[0]).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=8").strip()
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("SLA_SHARED_DIR", REPO.parent / "shared"))
+REFERENCE = SHARED / "reference" / "official_resnet32_rotation.npz"
+CIFAR10_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def reference():
+  """The original PyTorch implementation's numbers (skips if absent)."""
+  if not REFERENCE.exists():
+    pytest.skip(f"reference numbers not found at {REFERENCE}")
+  with np.load(REFERENCE) as data:
+    return {k: data[k] for k in data.files}
+
+
+def nchw_to_nhwc(x):
+  return np.asarray(x).transpose(0, 2, 3, 1)

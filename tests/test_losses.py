@@ -1,0 +1,152 @@
+"""sla_jax.losses against numpy written from the formulas and the original trainer."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sla_jax import losses
+
+B, N, M = 3, 5, 4
+
+
+def _np_ce(logits, labels):
+  logits = np.asarray(logits, np.float64)
+  shifted = logits - logits.max(1, keepdims=True)
+  logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+  return -logp[np.arange(len(labels)), labels].mean()
+
+
+def _np_log_softmax(z):
+  z = np.asarray(z, np.float64)
+  z = z - z.max(1, keepdims=True)
+  return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+@pytest.fixture
+def batch():
+  rng = np.random.default_rng(0)
+  joint = rng.normal(size=(B * M, N * M)).astype(np.float32) * 3
+  single = rng.normal(size=(B, N)).astype(np.float32) * 2
+  labels = np.array([4, 0, 2])
+  return joint, single, labels
+
+
+def test_joint_labels_layout():
+  np.testing.assert_array_equal(
+      losses.joint_labels(jnp.array([2, 0, 1]), 3),
+      [6, 7, 8, 0, 1, 2, 3, 4, 5])
+  # The original: torch.stack([labels*n+i for i in range(n)], 1).view(-1)
+  labels = np.array([4, 0, 2])
+  original = np.stack([labels * M + i for i in range(M)], 1).reshape(-1)
+  np.testing.assert_array_equal(losses.joint_labels(labels, M), original)
+
+
+def test_sla_loss_and_large_loss(batch):
+  joint, _, labels = batch
+  expected = _np_ce(joint, np.stack([labels * M + i for i in range(M)], 1).ravel())
+  np.testing.assert_allclose(losses.sla_loss(joint, labels, M), expected, rtol=1e-6)
+  np.testing.assert_allclose(losses.sla_loss(joint, labels, M, large_loss=True),
+                             M * expected, rtol=1e-6)
+
+
+def test_single_and_aggregated_logits_follow_the_original(batch):
+  joint, _, _ = batch
+  # The original trainer: preds[::n, ::n] and sum_i preds[i::n, i::n] / n.
+  np.testing.assert_array_equal(losses.single_logits(joint, M), joint[::M, ::M])
+  agg = sum(joint[i::M, i::M] / M for i in range(M))
+  np.testing.assert_allclose(losses.aggregated_logits(joint, M), agg, rtol=1e-6)
+  # Element by element from the definition.
+  ag = np.asarray(losses.aggregated_logits(joint, M))
+  for b in range(B):
+    for i in range(N):
+      want = np.mean([joint[b * M + j, i * M + j] for j in range(M)])
+      assert ag[b, i] == pytest.approx(want, rel=1e-6)
+
+
+def test_view_averaged_logits():
+  logits = np.arange(12, dtype=np.float32).reshape(6, 2)  # B=2, M=3, K=2
+  np.testing.assert_allclose(losses.view_averaged_logits(logits, 3),
+                             [[2, 3], [8, 9]])
+
+
+def test_da_loss_hand_computed():
+  # B=1, M=2, N=2, y=1: views' logits [0, 0] and [0, ln 3].
+  logits = np.array([[0.0, 0.0], [0.0, np.log(3.0)]], np.float32)
+  # CE = -log(1/2) and -log(3/4): mean = (ln 2 + ln 4/3) / 2
+  expected = (np.log(2.0) + np.log(4.0 / 3.0)) / 2
+  assert float(losses.da_loss(logits, np.array([1]), 2)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_mt_loss_hand_computed():
+  # B=1, M=2, N=2, y=0. Class logits as in the DA test; transform logits
+  # [ln 3, 0] (view 0, label 0: p = 3/4) and [0, 0] (view 1, label 1: p = 1/2).
+  class_logits = np.array([[0.0, 0.0], [0.0, np.log(3.0)]], np.float32)
+  transform_logits = np.array([[np.log(3.0), 0.0], [0.0, 0.0]], np.float32)
+  class_ce = (np.log(2.0) + np.log(4.0)) / 2          # p(y=0) = 1/2, 1/4
+  transform_ce = (np.log(4.0 / 3.0) + np.log(2.0)) / 2
+  got = losses.mt_loss(class_logits, transform_logits, np.array([0]), 2)
+  assert float(got) == pytest.approx(class_ce + transform_ce, rel=1e-6)
+
+
+def test_self_distillation_loss_formula(batch):
+  joint, single, labels = batch
+  t = 4.0
+  agg = sum(joint[i::M, i::M] / M for i in range(M))
+  log_teacher = _np_log_softmax(agg / t)
+  kl = (np.exp(log_teacher) * (log_teacher - _np_log_softmax(single / t))).sum(1).mean()
+  joint_ce = _np_ce(joint, np.stack([labels * M + i for i in range(M)], 1).ravel())
+  expected = joint_ce + _np_ce(single, labels) + t * t * kl
+  got = losses.self_distillation_loss(joint, single, labels, M, temperature=t)
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+  np.testing.assert_allclose(losses.distillation_kl(agg, single, t), kl, rtol=1e-5)
+  large = losses.self_distillation_loss(joint, single, labels, M, t, large_loss=True)
+  assert float(large) == pytest.approx(expected + (M - 1) * joint_ce, rel=1e-5)
+
+
+def test_teacher_is_detached(batch):
+  joint, single, labels = batch
+  joint, single = jnp.asarray(joint), jnp.asarray(single)
+  sd_grad = jax.grad(losses.self_distillation_loss)(joint, single, labels, M, 4.0)
+  sla_grad = jax.grad(losses.sla_loss)(joint, labels, M)
+  # The KL and single-head terms add exactly nothing to the joint gradient...
+  np.testing.assert_array_equal(sd_grad, sla_grad)
+  kl_grad = jax.grad(lambda j: losses.distillation_kl(
+      jax.lax.stop_gradient(losses.aggregated_logits(j, M)), single, 4.0))(joint)
+  assert not np.any(np.asarray(kl_grad))
+  # ...while the student (single head) is trained by the KL.
+  student_grad = jax.grad(lambda s: losses.distillation_kl(
+      losses.aggregated_logits(joint, M), s, 4.0))(single)
+  assert np.abs(np.asarray(student_grad)).max() > 1e-4
+
+
+def test_bf16_logits_are_upcast(batch):
+  joint, _, labels = batch
+  low = jnp.asarray(joint, jnp.bfloat16)
+  got = losses.sla_loss(low, labels, M)
+  assert got.dtype == jnp.float32
+  expected = _np_ce(np.asarray(low, np.float32),
+                    np.stack([labels * M + i for i in range(M)], 1).ravel())
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_jit_and_vmap(batch):
+  joint, single, labels = batch
+  fn = lambda j, s, y: losses.self_distillation_loss(j, s, y, M, 2.0)
+  eager = fn(joint, single, labels)
+  np.testing.assert_allclose(jax.jit(fn)(joint, single, labels), eager, rtol=1e-6)
+  batched = jax.vmap(fn)(np.stack([joint, joint]), np.stack([single, single]),
+                         np.stack([labels, labels]))
+  np.testing.assert_allclose(batched, [eager, eager], rtol=1e-6)
+
+
+def test_shape_errors_say_what_to_fix(batch):
+  joint, single, labels = batch
+  with pytest.raises(ValueError, match=r"has 12 rows but labels has 2 images x 4"):
+    losses.sla_loss(joint, labels[:2], M)
+  with pytest.raises(ValueError, match=r"not \[B\*M, N\*M\] for M = 5"):
+    losses.aggregated_logits(joint, 5)
+  with pytest.raises(ValueError, match=r"single_head_logits must be \[B, N\]"):
+    losses.self_distillation_loss(joint, joint[:, :N], labels, M)
+  with pytest.raises(ValueError, match=r"transform_logits must have M = 4"):
+    losses.mt_loss(joint[:, :N], joint[:, :3], labels, M)

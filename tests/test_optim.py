@@ -1,0 +1,34 @@
+"""sla_jax.optim against PyTorch's SGD update rule and MultiStepLR, written in numpy."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sla_jax import optim
+
+
+def test_sgd_matches_pytorch_rule_over_several_steps():
+  lr, mom, wd = 0.1, 0.9, 1e-2
+  rng = np.random.default_rng(0)
+  p = rng.normal(size=5)
+  grads = rng.normal(size=(4, 5))
+  tx = optim.sgd(lr, mom, wd)
+  params = jnp.asarray(p, jnp.float32)
+  state = tx.init(params)
+  buf = None
+  for g in grads:
+    # torch.optim.SGD: d = g + wd p; buf = mom buf + d (buf = d at first); p -= lr buf
+    d = g + wd * p
+    buf = d if buf is None else mom * buf + d
+    p = p - lr * buf
+    updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+    params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params, p, rtol=1e-6)
+
+
+def test_step_decay_matches_multisteplr():
+  sched = optim.step_decay_schedule(0.1, 80_000)
+  for step, lr in [(0, 0.1), (39_999, 0.1), (40_000, 0.01), (59_999, 0.01),
+                   (60_000, 0.001), (79_999, 0.001)]:
+    assert float(sched(step)) == pytest.approx(lr, rel=1e-6), step
