@@ -7,7 +7,9 @@ joint label (class ``i``, transformation ``j``).
 
 All functions are pure, shape-checked at trace time, and compute in float32
 whatever the logits' dtype (bf16 logits are upcast before the softmax).
-Cross-entropies are means over rows, like PyTorch's ``F.cross_entropy``.
+Cross-entropies are means over rows, like PyTorch's ``F.cross_entropy``. Each
+loss takes ``reduce=False`` to return its ``[B]`` per-image values instead (the
+mean of which is the loss), for masked evaluation.
 """
 
 from __future__ import annotations
@@ -68,8 +70,20 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
       logits.astype(jnp.float32), labels).mean()
 
 
+def _per_image_ce(logits: jax.Array, labels: jax.Array,
+                  num_transforms: int) -> jax.Array:
+  """``[B * M]`` rows -> ``[B]``: each image's cross-entropy averaged over its views."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels)
+  return ce.reshape(-1, num_transforms).mean(axis=1)
+
+
+def _reduce(per_image: jax.Array, reduce: bool) -> jax.Array:
+  return per_image.mean() if reduce else per_image
+
+
 def sla_loss(joint_logits: jax.Array, labels: jax.Array, num_transforms: int,
-             large_loss: bool = False) -> jax.Array:
+             large_loss: bool = False, *, reduce: bool = True) -> jax.Array:
   """SLA joint cross-entropy.
 
   ``L = (1 / BM) * sum_{b,j} CE(joint_logits[b*M + j], y_b * M + j)``, times
@@ -81,11 +95,14 @@ def sla_loss(joint_logits: jax.Array, labels: jax.Array, num_transforms: int,
     labels: ``[B]`` class labels of the original images.
     num_transforms: ``M``.
     large_loss: Sum the per-view losses over ``M`` instead of averaging.
+    reduce: If False, return the ``[B]`` per-image losses (their mean is the
+      reduced loss), e.g. for masked evaluation.
   """
   _check_joint(joint_logits, num_transforms)
   _check_rows(joint_logits, labels, num_transforms, "joint_logits")
-  loss = cross_entropy(joint_logits, joint_labels(labels, num_transforms))
-  return loss * num_transforms if large_loss else loss
+  loss = _per_image_ce(joint_logits, joint_labels(labels, num_transforms),
+                       num_transforms)
+  return _reduce(loss * num_transforms if large_loss else loss, reduce)
 
 
 def single_logits(joint_logits: jax.Array, num_transforms: int) -> jax.Array:
@@ -120,7 +137,7 @@ def view_averaged_logits(logits: jax.Array, num_transforms: int) -> jax.Array:
 
 
 def distillation_kl(teacher_logits: jax.Array, student_logits: jax.Array,
-                    temperature: float = 1.0) -> jax.Array:
+                    temperature: float = 1.0, *, reduce: bool = True) -> jax.Array:
   """``KL(softmax(teacher/T) || softmax(student/T))``, mean over the batch.
 
   The same quantity as PyTorch's ``F.kl_div(log_softmax(student/T),
@@ -130,14 +147,15 @@ def distillation_kl(teacher_logits: jax.Array, student_logits: jax.Array,
   t = jnp.float32(temperature)
   log_teacher = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / t)
   log_student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t)
-  return optax.losses.kl_divergence_with_log_targets(
-      log_student, log_teacher).mean()
+  return _reduce(optax.losses.kl_divergence_with_log_targets(
+      log_student, log_teacher), reduce)
 
 
 def self_distillation_loss(joint_logits: jax.Array,
                            single_head_logits: jax.Array, labels: jax.Array,
                            num_transforms: int, temperature: float = 1.0,
-                           large_loss: bool = False) -> jax.Array:
+                           large_loss: bool = False, *,
+                           reduce: bool = True) -> jax.Array:
   """SLA+SD objective.
 
   ``L = sla_loss(joint) + CE(single, y) + T^2 * KL(softmax(AG/T) || softmax(single/T))``
@@ -151,30 +169,35 @@ def self_distillation_loss(joint_logits: jax.Array,
     num_transforms: ``M``.
     temperature: ``T`` of the distillation term.
     large_loss: Passed to :func:`sla_loss` (only the joint term is scaled).
+    reduce: If False, return the ``[B]`` per-image losses.
   """
   if single_head_logits.shape[0] != labels.shape[0]:
     raise ValueError(
         f"single_head_logits must be [B, N] for the B = {labels.shape[0]} "
         f"identity views; got shape {tuple(single_head_logits.shape)} (take "
         f"rows ::M of the single head's output on all views).")
-  joint = sla_loss(joint_logits, labels, num_transforms, large_loss)
-  single = cross_entropy(single_head_logits, labels)
+  joint = sla_loss(joint_logits, labels, num_transforms, large_loss,
+                   reduce=False)
+  single = _per_image_ce(single_head_logits, labels, 1)
   teacher = jax.lax.stop_gradient(
       aggregated_logits(joint_logits, num_transforms))
-  kl = distillation_kl(teacher, single_head_logits, temperature)
-  return joint + single + jnp.float32(temperature) ** 2 * kl
+  kl = distillation_kl(teacher, single_head_logits, temperature, reduce=False)
+  return _reduce(joint + single + jnp.float32(temperature) ** 2 * kl, reduce)
 
 
-def da_loss(logits: jax.Array, labels: jax.Array,
-            num_transforms: int) -> jax.Array:
+def da_loss(logits: jax.Array, labels: jax.Array, num_transforms: int, *,
+            reduce: bool = True) -> jax.Array:
   """DA (transformations as plain augmentation): mean CE of ``[B*M, N]`` logits
-  against ``y`` repeated for the ``M`` views of each image."""
+  against ``y`` repeated for the ``M`` views of each image (``reduce=False``:
+  per image, ``[B]``)."""
   _check_rows(logits, labels, num_transforms, "logits")
-  return cross_entropy(logits, jnp.repeat(labels, num_transforms))
+  return _reduce(_per_image_ce(logits, jnp.repeat(labels, num_transforms),
+                               num_transforms), reduce)
 
 
 def mt_loss(class_logits: jax.Array, transform_logits: jax.Array,
-            labels: jax.Array, num_transforms: int) -> jax.Array:
+            labels: jax.Array, num_transforms: int, *,
+            reduce: bool = True) -> jax.Array:
   """MT (multi-task): mean over the ``B*M`` views of ``CE(class, y) + CE(transform, j)``.
 
   Args:
@@ -182,12 +205,15 @@ def mt_loss(class_logits: jax.Array, transform_logits: jax.Array,
     transform_logits: ``[B * M, M]`` transformation-head logits of all views.
     labels: ``[B]`` class labels.
     num_transforms: ``M``.
+    reduce: If False, return the ``[B]`` per-image losses.
   """
   _check_rows(class_logits, labels, num_transforms, "class_logits")
   _check_rows(transform_logits, labels, num_transforms, "transform_logits")
   if transform_logits.shape[1] != num_transforms:
     raise ValueError(f"transform_logits must have M = {num_transforms} "
                      f"columns; got {transform_logits.shape[1]}.")
-  return (da_loss(class_logits, labels, num_transforms) +
-          cross_entropy(transform_logits,
-                        transform_labels(labels.shape[0], num_transforms)))
+  transform_ce = _per_image_ce(
+      transform_logits, transform_labels(labels.shape[0], num_transforms),
+      num_transforms)
+  return _reduce(da_loss(class_logits, labels, num_transforms, reduce=False) +
+                 transform_ce, reduce)

@@ -150,3 +150,23 @@ def test_shape_errors_say_what_to_fix(batch):
     losses.self_distillation_loss(joint, joint[:, :N], labels, M)
   with pytest.raises(ValueError, match=r"transform_logits must have M = 4"):
     losses.mt_loss(joint[:, :N], joint[:, :3], labels, M)
+
+
+def test_per_image_losses_average_to_the_loss(batch):
+  joint, single, labels = batch
+  calls = {
+      "sla": lambda **kw: losses.sla_loss(joint, labels, M, True, **kw),
+      "sd": lambda **kw: losses.self_distillation_loss(joint, single, labels, M, 2.0, **kw),
+      "da": lambda **kw: losses.da_loss(joint[:, :N], labels, M, **kw),
+      "mt": lambda **kw: losses.mt_loss(joint[:, :N], joint[:, :M], labels, M, **kw),
+  }
+  for name, call in calls.items():
+    per_image = call(reduce=False)
+    assert per_image.shape == (B,), name
+    np.testing.assert_allclose(per_image.mean(), call(), rtol=1e-6, err_msg=name)
+  # Image 1's SLA loss only depends on its own views' rows.
+  other = joint.copy()
+  other[M:2 * M] += 5.0
+  changed = losses.sla_loss(other, labels, M, reduce=False) != losses.sla_loss(
+      joint, labels, M, reduce=False)
+  np.testing.assert_array_equal(changed, [False, True, False])
