@@ -28,7 +28,13 @@ setup(
         # An undeclared import of tensorflow-datasets on Python 3.11.
         "importlib_resources",
         "numpy",
+        "absl-py",
+        "scikit-learn",   # the bundled digits dataset of the offline quickstart
+        "pillow",         # image-folder datasets
+        "tensorboardX",   # TensorBoard event files without TensorFlow
+        "tqdm",
     ],
+    entry_points={"console_scripts": ["sla-train = sla_jax.main:run"]},
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
     },

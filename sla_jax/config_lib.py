@@ -1,0 +1,88 @@
+"""Config helpers: the paper-protocol defaults and big_vision-style ``arg`` parsing.
+
+Config files (``configs/*.py``) define ``get_config(arg=None)``; ``arg`` is the
+text after the colon in ``--config configs/cifar.py:objective=sla,depth=20``,
+parsed by :func:`parse_arg`. Any field can then be overridden on the command
+line with ``--config.field=value``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses ``"k1=v1,k2=v2,flag"`` into a ConfigDict typed by ``defaults``.
+
+  A bare ``flag`` sets a boolean default to True. Unknown keys and values that
+  do not fit the default's type raise ValueError naming the valid keys.
+  """
+  result = ml_collections.ConfigDict(dict(defaults))
+  if not arg:
+    return result
+  for item in arg.split(","):
+    if not item:
+      continue
+    key, has_value, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r}; valid arguments are: "
+                       f"{', '.join(sorted(defaults))}.")
+    default = defaults[key]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise ValueError(f"Config argument {key!r} needs a value ({key}=...).")
+      result[key] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"Config argument {key}={value!r}: expected true/false.")
+      result[key] = value.lower() in ("true", "1")
+    elif isinstance(default, int):
+      result[key] = int(value)
+    elif isinstance(default, float):
+      result[key] = float(value)
+    else:
+      result[key] = value
+  return result
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The original CIFAR protocol (Lee et al. 2020, hankook/SLA ``train.py``)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Data. dataset: "digits" (scikit-learn, offline), a TFDS name ("cifar10",
+  # "cifar100", ...), or "folder:<root>" with root/{train,test}/<class>/*.jpg.
+  c.dataset = "cifar10"
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS dir
+  c.val_size = 5000             # held out of the training split, seeded
+  c.data_seed = 0               # val split / subsample; fixed across c.seed
+  c.samples_per_class = ml_collections.FieldReference(None, field_type=int)
+  c.crop_padding = 4            # random crop with zero padding
+  c.flip = True                 # random horizontal flip
+
+  # Objective: baseline | da | mt | sla | sla_sd.
+  c.objective = "sla"
+  c.transform = "rotation"      # any name from sla_jax.transforms
+  c.large_loss = False
+  c.temperature = 1.0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.depth = 32
+  c.model.dtype = "float32"     # "bfloat16": bf16 compute, f32 parameters
+
+  # Optimisation: SGD, lr x0.1 at 50 % and 75 % of the steps.
+  c.batch_size = 128            # original images per step (x M views)
+  c.total_steps = 80_000
+  c.lr = 0.1
+  c.momentum = 0.9
+  c.weight_decay = 1e-4
+  c.lr_decay_at = (0.5, 0.75)
+
+  # Evaluation, logging, checkpoints.
+  c.eval_every = 1000
+  c.eval_batch_size = 500       # images per eval step
+  c.log_every = 100
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 2
+  c.num_devices = -1            # -1: all devices JAX sees
+  return c

@@ -1,0 +1,151 @@
+"""Datasets as in-memory uint8 arrays: train / val / test splits.
+
+Sources (``config.dataset``):
+
+* ``"digits"`` -- scikit-learn's bundled handwritten digits (1 797 real 8x8 grey
+  images, 10 classes; no download). A fixed, seeded 297-image test split.
+* a TFDS name (``"cifar10"``, ``"cifar100"``, any image-classification builder
+  with ``image`` and ``label`` features and equal-sized images), read from
+  ``config.data_dir`` (a local path or ``gs://``) in TFDS's ``array_record``
+  format, never downloaded here.
+* ``"folder:<root>"`` -- ``root/{train,test}/<class>/*.{jpg,jpeg,png}``, classes
+  in sorted order (e.g. the shared CIFAR-10 JPEGs after unpacking).
+
+The validation split is ``config.val_size`` images held out of the training
+split by a permutation seeded with ``config.data_seed`` (fixed across training
+seeds, like the original's ``splits/*_val_idx.npy``). ``samples_per_class``
+then keeps the first ``k`` training images of each class in that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+__all__ = ["Dataset", "load"]
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """uint8 NHWC images and int32 labels for each split."""
+  name: str
+  num_classes: int
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  val_images: np.ndarray
+  val_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+
+def _digits():
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  digits = load_digits()
+  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  labels = digits.target.astype(np.int32)
+  order = np.random.RandomState(1797).permutation(len(labels))
+  test, train = order[:297], order[297:]
+  return 10, (images[train], labels[train]), (images[test], labels[test])
+
+
+def _tfds(name: str, data_dir: str | None):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  how = (f"Prepare it once where there is internet access with `tfds build "
+         f"{name} --file_format=array_record --data_dir=DIR` and pass "
+         f"--config.data_dir=DIR (a local path or gs://), or use "
+         f"--config.dataset=folder:<root> for image folders.")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # unknown builder name
+    raise ValueError(f"Unknown dataset {name!r}: not 'digits', not "
+                     f"'folder:<root>' and not a TFDS builder ({e}).") from None
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"Dataset {name!r} is not prepared in data_dir="
+        f"{data_dir or builder.data_dir!r} and is never downloaded by "
+        f"sla_jax. {how}")
+  num_classes = builder.info.features["label"].num_classes
+
+  def read(split):
+    try:
+      source = builder.as_data_source(split=split)
+    except Exception as e:
+      raise ValueError(f"Cannot read {name!r} split {split!r} without "
+                       f"TensorFlow ({e}). {how}") from None
+    examples = [source[i] for i in range(len(source))]
+    shapes = {ex["image"].shape for ex in examples}
+    if len(shapes) != 1:
+      raise ValueError(f"Dataset {name!r} has images of several sizes "
+                       f"({sorted(shapes)[:3]}...); in-memory training needs "
+                       f"one size. Resize it into an image folder first.")
+    return (np.stack([ex["image"] for ex in examples]).astype(np.uint8),
+            np.asarray([ex["label"] for ex in examples], np.int32))
+
+  return num_classes, read("train"), read("test")
+
+
+def _folder(root: str):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  root_path = pathlib.Path(root).expanduser()
+  splits = {s: root_path / s for s in ("train", "test")}
+  for split, path in splits.items():
+    if not path.is_dir():
+      raise FileNotFoundError(
+          f"Image folder {str(root_path)!r} has no {split}/ directory; "
+          f"expected {root_path}/{{train,test}}/<class>/*.jpg.")
+  classes = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())
+  if not classes:
+    raise FileNotFoundError(f"No class folders in {splits['train']}.")
+
+  def read(path):
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+      files = sorted(f for f in (path / cls).iterdir()
+                     if f.suffix.lower() in _IMAGE_SUFFIXES)
+      for f in files:
+        with Image.open(f) as im:
+          images.append(np.asarray(im.convert("RGB")))
+        labels.append(label)
+    if not images:
+      raise FileNotFoundError(f"No images under {path}/<class>/.")
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+      raise ValueError(f"Images under {path} have several sizes "
+                       f"({sorted(shapes)[:3]}...); resize them to one size.")
+    return np.stack(images), np.asarray(labels, np.int32)
+
+  return len(classes), read(splits["train"]), read(splits["test"])
+
+
+def load(config) -> Dataset:
+  """Loads ``config.dataset`` and makes the seeded validation / limited splits."""
+  name = config.dataset
+  if name == "digits":
+    num_classes, train, test = _digits()
+  elif name.startswith("folder:"):
+    num_classes, train, test = _folder(name[len("folder:"):])
+  else:
+    num_classes, train, test = _tfds(name, config.get("data_dir"))
+
+  images, labels = train
+  if not 0 <= config.val_size < len(labels):
+    raise ValueError(f"val_size={config.val_size} must be in [0, "
+                     f"{len(labels)}) for {name!r}'s {len(labels)} training "
+                     f"images.")
+  order = np.random.RandomState(config.data_seed).permutation(len(labels))
+  val, rest = order[:config.val_size], order[config.val_size:]
+  if config.get("samples_per_class"):
+    k = config.samples_per_class
+    rest = np.concatenate([rest[labels[rest] == c][:k]
+                           for c in range(num_classes)])
+    rest.sort()
+  return Dataset(name, num_classes, images[rest], labels[rest], images[val],
+                 labels[val], test[0], test[1])

@@ -1,0 +1,357 @@
+"""The SLA trainer: ``train_and_evaluate(config, workdir)``.
+
+Data path, one straight line: uint8 dataset resident on the devices -> per-step
+batch indices drawn on device from ``fold_in(seed, step)`` (B distinct images,
+as the original's ``random.sample``) -> random crop + flip -> [-1, 1] -> the M
+views -> model -> objective loss -> SGD. All of it is one ``jax.jit`` step over a
+``('data',)`` mesh: the batch is sharded, parameters and optimiser state are
+replicated, the state is donated. The host does no per-step work.
+
+BatchNorm statistics are those of the *global* batch (all B*M views across all
+devices): under ``jit`` with a sharded batch, XLA reduces the moments across
+devices, so the result does not depend on the number of devices.
+
+Outputs in ``workdir``: ``config.json``, ``metrics.jsonl`` and TensorBoard
+events, Orbax checkpoints in ``checkpoints/`` (latest, to resume) and ``best/``
+(best validation accuracy), and ``results.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from sla_jax import data as data_lib
+from sla_jax import metric_writers, models, objectives, optim, preprocess
+from sla_jax import transforms
+
+__all__ = ["ConfigError", "TrainState", "train_and_evaluate"]
+
+# Fields that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = ("num_devices", "log_every")
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot run; the message says what to change."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+# ----------------------------------------------------------------- checks ---
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  try:
+    models.heads_for_objective(config.objective, 2, 2)
+    transforms.get(config.transform)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if config.model.dtype not in ("float32", "bfloat16", "float16"):
+    raise ConfigError(f"model.dtype must be float32, bfloat16 or float16; got "
+                      f"{config.model.dtype!r}.")
+  if config.total_steps <= 0 or config.batch_size <= 0:
+    raise ConfigError("total_steps and batch_size must be positive.")
+
+
+def _check_against_data(config, objective, dataset, num_devices) -> None:
+  try:
+    jax.eval_shape(objective.group.apply,
+                   jax.ShapeDtypeStruct((1,) + dataset.image_shape, jnp.float32))
+  except ValueError as e:
+    raise ConfigError(f"dataset {dataset.name!r} with transform "
+                      f"{objective.group.name!r}: {e}") from None
+  if config.batch_size % num_devices:
+    raise ConfigError(
+        f"batch_size={config.batch_size} is not divisible by the "
+        f"{num_devices} devices; use a multiple of {num_devices} (or set "
+        f"num_devices).")
+  if len(dataset.train_labels) < config.batch_size:
+    raise ConfigError(
+        f"batch_size={config.batch_size} is larger than the "
+        f"{len(dataset.train_labels)} training images; lower batch_size.")
+
+
+def _check_workdir(config, workdir: pathlib.Path) -> None:
+  """Refuses to resume a run of another config; writes config.json otherwise."""
+  path = workdir / "config.json"
+  if path.exists() and (workdir / "checkpoints").exists():
+    saved = json.loads(path.read_text())
+    current = json.loads(config.to_json())
+    changed = sorted(k for k in set(saved) | set(current)
+                     if saved.get(k) != current.get(k)
+                     and k not in _RESUMABLE_CHANGES)
+    if changed:
+      raise ConfigError(
+          f"{workdir} holds a run with a different config (fields: "
+          f"{', '.join(changed)}); resume it with the same config or use a "
+          f"new --workdir.")
+  path.write_text(config.to_json(indent=2))
+
+
+# ------------------------------------------------------------------- mesh ---
+def _make_mesh(num_devices: int) -> jax.sharding.Mesh:
+  devices = jax.devices()
+  n = len(devices) if num_devices in (-1, None) else num_devices
+  if not 1 <= n <= len(devices):
+    raise ConfigError(f"num_devices={num_devices} but JAX sees {len(devices)} "
+                      f"devices.")
+  return jax.sharding.Mesh(np.asarray(devices[:n]), ("data",))
+
+
+# ------------------------------------------------------------ train step ---
+def _make_train_step(model, objective, tx, config, num_train, batch_sharding):
+  dtype = jnp.dtype(config.model.dtype)
+
+  def train_step(state: TrainState, images_all, labels_all, seed_key):
+    key = jax.random.fold_in(seed_key, state.step)
+    index_key, augment_key = jax.random.split(key)
+    index = jax.random.choice(index_key, num_train, (config.batch_size,),
+                              replace=False)
+    images = jax.lax.with_sharding_constraint(images_all[index], batch_sharding)
+    labels = jax.lax.with_sharding_constraint(labels_all[index], batch_sharding)
+    images = preprocess.random_crop_and_flip(augment_key, images,
+                                             config.crop_padding, config.flip)
+    views = objective.group.apply(preprocess.normalize(images, dtype))
+
+    def loss_fn(params):
+      outputs, new = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, views,
+          train=True, mutable=["batch_stats"])
+      return objective.loss(outputs, labels), new["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = TrainState(state.step + 1, params, batch_stats, opt_state)
+    return new_state, loss
+
+  return train_step
+
+
+# ------------------------------------------------------------ evaluation ---
+def _make_evaluator(model, objective, config, mesh):
+  dtype = jnp.dtype(config.model.dtype)
+  n_dev = mesh.devices.size
+  batch_size = -(-config.eval_batch_size // n_dev) * n_dev
+  batch_sharding = NamedSharding(mesh, P("data"))
+
+  @jax.jit
+  def eval_batch(variables, images, labels, mask):
+    views = objective.group.apply(preprocess.normalize(images, dtype))
+    outputs = model.apply(variables, views, train=False)
+    sums = {name: jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+            for name, logits in objective.predictions(outputs).items()}
+    sums["loss"] = jnp.sum(objective.loss(outputs, labels, reduce=False) * mask)
+    return sums
+
+  def evaluate(state: TrainState, images: np.ndarray, labels: np.ndarray):
+    """Masked sums over the whole split: every image counted exactly once."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    totals: dict[str, float] = {}
+    for start in range(0, len(labels), batch_size):
+      x, y = images[start:start + batch_size], labels[start:start + batch_size]
+      pad = batch_size - len(y)
+      mask = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
+      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+      y = np.concatenate([y, np.zeros(pad, y.dtype)])
+      put = lambda a: jax.device_put(a, batch_sharding)
+      sums = eval_batch(variables, put(x), put(y), put(mask))
+      for k, v in jax.device_get(sums).items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+    return {k: v / len(labels) for k, v in totals.items()}
+
+  return evaluate
+
+
+# ------------------------------------------------------------------ loop ---
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint).
+
+  Returns the content of ``results.json``: the config, the step with the best
+  validation accuracy, and every validation and test metric at that step.
+  """
+  _check_config(config)
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_workdir(config, workdir)
+  mesh = _make_mesh(config.num_devices)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+
+  # Input.
+  dataset = data_lib.load(config)
+  objective = objectives.make(config.objective, dataset.num_classes,
+                              config.transform, config.large_loss,
+                              config.temperature)
+  _check_against_data(config, objective, dataset, mesh.devices.size)
+  train_images = jax.device_put(dataset.train_images, replicated)
+  train_labels = jax.device_put(dataset.train_labels, replicated)
+
+  # Model and optimiser.
+  model = models.CifarResNet(depth=config.model.depth, heads=objective.heads,
+                             dtype=jnp.dtype(config.model.dtype))
+  schedule = optim.step_decay_schedule(config.lr, config.total_steps,
+                                       tuple(config.lr_decay_at))
+  tx = optim.sgd(schedule, config.momentum, config.weight_decay)
+  seed_key = jax.random.key(config.seed)
+
+  def init(key):
+    dummy = jnp.zeros((1,) + dataset.image_shape, jnp.float32)
+    variables = model.init(key, dummy, train=False)
+    return TrainState(jnp.zeros((), jnp.int32), variables["params"],
+                      variables["batch_stats"], tx.init(variables["params"]))
+
+  init_key = jax.random.fold_in(seed_key, -1 % 2**31)
+  abstract_state = jax.eval_shape(init, init_key)
+  abstract_state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+      abstract_state)
+
+  # Checkpoints.
+  latest = ocp.CheckpointManager(
+      workdir / "checkpoints",
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
+                                           create=True))
+  best_manager = ocp.CheckpointManager(
+      workdir / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1,
+                                                             create=True))
+  progress: dict[str, Any] = {"best": None}
+  if latest.latest_step() is not None:
+    step = latest.latest_step()
+    restored = latest.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        progress=ocp.args.JsonRestore()))
+    state, progress = restored["state"], restored["progress"]
+    logging.info("Resumed from %s at step %d.", workdir / "checkpoints", step)
+  else:
+    state = jax.jit(init, out_shardings=replicated)(init_key)
+  start_step = int(jax.device_get(state.step))
+
+  train_step = jax.jit(
+      _make_train_step(model, objective, tx, config,
+                       len(dataset.train_labels), batch_sharding),
+      donate_argnums=(0,), out_shardings=(replicated, replicated))
+  evaluate = _make_evaluator(model, objective, config, mesh)
+  writer = metric_writers.MetricWriter(workdir, resume_step=start_step)
+  selection = objective.selection_metric
+
+  def run_evals(state, step):
+    metrics = {}
+    splits = [("test", dataset.test_images, dataset.test_labels)]
+    if len(dataset.val_labels):
+      splits.insert(0, ("val", dataset.val_images, dataset.val_labels))
+    for split, images, labels in splits:
+      for k, v in evaluate(state, images, labels).items():
+        metrics[f"{split}/{k}"] = v
+    key = f"val/{selection}" if len(dataset.val_labels) else None
+    best = progress["best"]
+    if best is None or key is None or metrics[key] > best["metrics"][key]:
+      progress["best"] = {"step": step, "metrics": metrics}
+      if step not in best_manager.all_steps():
+        best_manager.save(step, args=ocp.args.StandardSave(state))
+    return metrics
+
+  # The loop.
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm(total=config.total_steps, initial=start_step, unit="step",
+             dynamic_ncols=True, disable=None)
+  try:
+    step = _train_loop(config, state, start_step, train_step, train_images,
+                       train_labels, seed_key, run_evals, latest, progress,
+                       writer, bar, schedule, objective, workdir)
+  finally:  # also on interruption: finish in-flight saves, flush the logs
+    bar.close()
+    latest.close()
+    best_manager.close()
+    writer.close()
+
+  if progress["best"] is None:  # resumed at the end: nothing left to run
+    progress["best"] = {"step": step, "metrics": run_evals(state, step)}
+  best = progress["best"]
+  results = {
+      "config": json.loads(config.to_json()),
+      "objective": objective.name,
+      "transform": objective.group.name,
+      "num_views": objective.num_views,
+      "selection_metric": f"val/{selection}",
+      "best_step": best["step"],
+      "final_step": step,
+      "val": {k[4:]: v for k, v in best["metrics"].items() if k.startswith("val/")},
+      "test": {k[5:]: v for k, v in best["metrics"].items() if k.startswith("test/")},
+  }
+  (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  _print_results(results)
+  return results
+
+
+
+def _train_loop(config, state, start_step, train_step, train_images,
+                train_labels, seed_key, run_evals, latest, progress, writer,
+                bar, schedule, objective, workdir) -> int:
+  """Steps from ``start_step`` to ``total_steps``; logs, evaluates, checkpoints."""
+  selection = objective.selection_metric
+  pending_losses = []
+  tick, tick_step = time.perf_counter(), start_step
+  step = start_step
+  while step < config.total_steps:
+    state, loss = train_step(state, train_images, train_labels, seed_key)
+    pending_losses.append(loss)
+    step += 1
+    bar.update(1)
+    log_now = step % config.log_every == 0 or step == config.total_steps
+    eval_now = step % config.eval_every == 0 or step == config.total_steps
+    if log_now or eval_now:
+      mean_loss = float(np.mean(jax.device_get(pending_losses)))
+      if not np.isfinite(mean_loss):
+        raise FloatingPointError(
+            f"Training loss is {mean_loss} at step {step}; the last good "
+            f"checkpoint is step {latest.latest_step()} in {workdir}. Lower "
+            f"lr or check the data.")
+      pending_losses = []
+      elapsed = time.perf_counter() - tick
+      images_per_s = (step - tick_step) * config.batch_size / elapsed
+      tick, tick_step = time.perf_counter(), step
+      metrics = {"train/loss": mean_loss, "train/lr": float(schedule(step - 1)),
+                 "train/images_per_s": images_per_s,
+                 "train/views_per_s": images_per_s * objective.num_views}
+      if eval_now:
+        metrics.update(run_evals(state, step))
+      writer.write(step, metrics)
+      bar.set_postfix({k.replace("train/", ""): f"{v:.4g}"
+                       for k, v in metrics.items()
+                       if k in ("train/loss", f"val/{selection}",
+                                f"test/{selection}")})
+    if step % config.checkpoint_every == 0 or step == config.total_steps:
+      latest.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          progress=ocp.args.JsonSave(progress)))
+  return step
+
+def _print_results(results: dict[str, Any]) -> None:
+  names = sorted(set(results["val"]) | set(results["test"]))
+  print(f"\n{results['objective']} / {results['transform']} "
+        f"(M={results['num_views']}): best {results['selection_metric']} at "
+        f"step {results['best_step']} of {results['final_step']}")
+  print(f"{'metric':<10}{'val':>10}{'test':>10}")
+  for name in names:
+    cells = [f"{results[s][name]:>10.4f}" if name in results[s] else f"{'-':>10}"
+             for s in ("val", "test")]
+    print(f"{name:<10}{''.join(cells)}")

@@ -1,0 +1,172 @@
+"""The trainer end to end on tiny digits configs: outputs, resume, devices, errors."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from sla_jax import config_lib, metric_writers, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(objective="sla", **overrides):
+  c = config_lib.base_config()
+  c.dataset = "digits"
+  c.val_size = 100
+  c.crop_padding = 1
+  c.objective = objective
+  c.model.depth = 8
+  c.batch_size = 16
+  c.total_steps = 20
+  c.eval_every = 10
+  c.eval_batch_size = 256
+  c.log_every = 5
+  c.checkpoint_every = 10
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def _read_jsonl(path):
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+EXPECTED_METRICS = {
+    "baseline": {"acc"},
+    "da": {"acc", "acc_ag"},
+    "mt": {"acc", "acc_ag"},
+    "sla": {"acc_si", "acc_ag"},
+    "sla_sd": {"acc_si", "acc_ag", "acc_sd"},
+}
+
+
+@pytest.mark.parametrize("objective", sorted(EXPECTED_METRICS))
+def test_end_to_end_outputs(tmp_path, objective):
+  results = train.train_and_evaluate(tiny_config(objective), tmp_path)
+  expected = EXPECTED_METRICS[objective] | {"loss"}
+  rows = _read_jsonl(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in rows] == [5, 10, 15, 20]
+  for row in rows:
+    assert {"train/loss", "train/lr", "train/images_per_s"} <= set(row)
+  evals = [r for r in rows if "test/loss" in r]
+  assert [r["step"] for r in evals] == [10, 20]
+  for row in evals:
+    got = {k.split("/", 1)[1] for k in row if k.startswith(("val/", "test/"))}
+    assert got == expected
+    assert all(0 <= row[f"test/{m}"] <= 1 for m in expected - {"loss"})
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert on_disk == json.loads(json.dumps(results))
+  assert set(on_disk["test"]) == expected and set(on_disk["val"]) == expected
+  assert on_disk["best_step"] in (10, 20) and on_disk["final_step"] == 20
+  best_row = next(r for r in evals if r["step"] == on_disk["best_step"])
+  assert on_disk["test"] == {k: best_row[f"test/{k}"] for k in expected}
+  assert on_disk["config"]["objective"] == objective
+  assert list((tmp_path / "checkpoints").iterdir())
+  assert [p.name for p in (tmp_path / "best").iterdir()] == [str(on_disk["best_step"])]
+  assert list(tmp_path.glob("events.out.tfevents.*"))
+  assert json.loads((tmp_path / "config.json").read_text())["objective"] == objective
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+  config = tiny_config("sla_sd", total_steps=30)
+  train.train_and_evaluate(config, tmp_path / "straight")
+
+  original_write = metric_writers.MetricWriter.write
+
+  def write_then_die(self, step, metrics):
+    original_write(self, step, metrics)
+    if step == 25:  # after the step-20 checkpoint, mid-way to the next one
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(metric_writers.MetricWriter, "write", write_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, tmp_path / "resumed")
+  monkeypatch.setattr(metric_writers.MetricWriter, "write", original_write)
+  assert not (tmp_path / "resumed" / "results.json").exists()
+  resumed = train.train_and_evaluate(config, tmp_path / "resumed")
+
+  straight = json.loads((tmp_path / "straight" / "results.json").read_text())
+  assert resumed["best_step"] == straight["best_step"]
+  assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
+  assert resumed["val"] == pytest.approx(straight["val"], rel=1e-6)
+  rows_a = _read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+  rows_b = _read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+  assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
+  for a, b in zip(rows_a, rows_b):
+    for k in a:
+      if "per_s" not in k:
+        assert b[k] == pytest.approx(a[k], rel=1e-5), (a["step"], k)
+
+
+def _final_params(workdir, step):
+  restored = ocp.StandardCheckpointer().restore(
+      pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "state")
+  return restored["params"]
+
+
+def test_eight_devices_match_one(tmp_path):
+  assert jax.device_count() == 8  # tests/conftest.py simulates 8 CPU devices
+  config = tiny_config("sla", total_steps=3, log_every=1, eval_every=3,
+                       checkpoint_every=3)
+  one = train.train_and_evaluate(_with(config, num_devices=1), tmp_path / "one")
+  eight = train.train_and_evaluate(_with(config, num_devices=8), tmp_path / "eight")
+  losses_one = [r["train/loss"] for r in _read_jsonl(tmp_path / "one" / "metrics.jsonl")]
+  losses_eight = [r["train/loss"] for r in _read_jsonl(tmp_path / "eight" / "metrics.jsonl")]
+  np.testing.assert_allclose(losses_eight, losses_one, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               _final_params(tmp_path / "eight", 3), _final_params(tmp_path / "one", 3))
+  assert eight["test"] == pytest.approx(one["test"], abs=1e-3)
+
+
+def _with(config, **fields):
+  config = config.copy_and_resolve_references()
+  for k, v in fields.items():
+    config[k] = v
+  return config
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"objective": "simclr"}, "Unknown objective 'simclr'; valid objectives are"),
+    ({"transform": "jigsaw"}, "Unknown transform 'jigsaw'; valid names are"),
+    ({"transform": "color_perm"}, "dataset 'digits' with transform 'color_perm'.*C=1"),
+    ({"batch_size": 12}, "batch_size=12 is not divisible by the 8 devices"),
+    ({"dataset": "folder:/nonexistent"}, "has no train/ directory"),
+])
+def test_bad_config_stops_before_training(tmp_path, fields, message):
+  with pytest.raises((train.ConfigError, FileNotFoundError), match=message):
+    train.train_and_evaluate(_with(tiny_config(), **fields), tmp_path)
+  assert not (tmp_path / "metrics.jsonl").exists()
+  assert not list((tmp_path / "checkpoints").glob("*")) if (tmp_path / "checkpoints").exists() else True
+
+
+def test_unknown_tfds_dataset_offline(tmp_path):
+  with pytest.raises((train.ConfigError, FileNotFoundError, ValueError),
+                     match="cifar10.*not prepared.*tfds build cifar10"):
+    train.train_and_evaluate(
+        _with(tiny_config(), dataset="cifar10", data_dir=str(tmp_path / "tfds")),
+        tmp_path / "run")
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+  train.train_and_evaluate(tiny_config(total_steps=10), tmp_path)
+  with pytest.raises(train.ConfigError, match="different config.*objective"):
+    train.train_and_evaluate(tiny_config("sla_sd", total_steps=10), tmp_path)
+  assert (tmp_path / "results.json").exists()  # nothing already written is lost
+
+
+def test_cli_reports_one_clear_error(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "sla_jax.main", "--config",
+       f"{REPO}/configs/quickstart.py:transform=color_perm",
+       "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+      timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "sla-train: error: dataset 'digits' with transform 'color_perm'")
+  assert "Traceback" not in proc.stderr
