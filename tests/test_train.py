@@ -28,6 +28,10 @@ def tiny_config(objective="sla", **overrides):
   c.eval_batch_size = 256
   c.log_every = 5
   c.checkpoint_every = 10
+  # One device: 8 simulated CPU devices sharing 2 cores can stall XLA's
+  # collectives past their 40 s timeout under load; test_eight_devices_match_one
+  # covers the sharded path on a tiny workload.
+  c.num_devices = 1
   for k, v in overrides.items():
     c[k] = v
   return c
@@ -135,7 +139,8 @@ def _with(config, **fields):
     ({"objective": "simclr"}, "Unknown objective 'simclr'; valid objectives are"),
     ({"transform": "jigsaw"}, "Unknown transform 'jigsaw'; valid names are"),
     ({"transform": "color_perm"}, "dataset 'digits' with transform 'color_perm'.*C=1"),
-    ({"batch_size": 12}, "batch_size=12 is not divisible by the 8 devices"),
+    ({"batch_size": 12, "num_devices": 8},
+     "batch_size=12 is not divisible by the 8 devices"),
     ({"dataset": "folder:/nonexistent"}, "has no train/ directory"),
 ])
 def test_bad_config_stops_before_training(tmp_path, fields, message):
