@@ -29,6 +29,7 @@ setup(
         "importlib_resources",
         "numpy",
         "absl-py",
+        "grain>=0.2.18",  # host input pipeline for data that stays off device
         "scikit-learn",   # the bundled digits dataset of the offline quickstart
         "pillow",         # image-folder datasets
         "tensorboardX",   # TensorBoard event files without TensorFlow

@@ -59,6 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.samples_per_class = ml_collections.FieldReference(None, field_type=int)
   c.crop_padding = 4            # random crop with zero padding
   c.flip = True                 # random horizontal flip
+  # True: the training set lives on the devices (uint8) and batches are drawn
+  # inside the step. False: a grain host pipeline reads each process's share of
+  # every batch from the (lazy, for TFDS) source, for datasets too big for that.
+  c.data_on_device = True
+  c.host_threads = 8            # grain reader threads (data_on_device=False)
 
   # Objective: baseline | da | mt | sla | sla_sd.
   c.objective = "sla"

@@ -15,35 +15,54 @@ The validation split is ``config.val_size`` images held out of the training
 split by a permutation seeded with ``config.data_seed`` (fixed across training
 seeds, like the original's ``splits/*_val_idx.npy``). ``samples_per_class``
 then keeps the first ``k`` training images of each class in that order.
+
+Each split is a :class:`Split`: a size and a ``read(indices)`` function. Digits
+and image folders are read into memory; TFDS datasets too unless
+``config.data_on_device`` is False, in which case their splits stay lazy views
+of the ``array_record`` files (random access, decoded on read), for datasets
+larger than host or device memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Dataset", "load"]
+__all__ = ["Split", "Dataset", "load"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclasses.dataclass(frozen=True)
+class Split:
+  """``size`` examples; ``read(indices)`` -> uint8 ``[k, H, W, C]``, int32 ``[k]``."""
+  size: int
+  read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+  @classmethod
+  def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> "Split":
+    return cls(len(labels), lambda index: (images[index], labels[index]))
+
+  def subset(self, index: np.ndarray) -> "Split":
+    index = np.asarray(index)
+    return Split(len(index), lambda i: self.read(index[i]))
+
+  def read_all(self) -> tuple[np.ndarray, np.ndarray]:
+    return self.read(np.arange(self.size))
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
-  """uint8 NHWC images and int32 labels for each split."""
+  """The train / val / test splits of one dataset."""
   name: str
   num_classes: int
-  train_images: np.ndarray
-  train_labels: np.ndarray
-  val_images: np.ndarray
-  val_labels: np.ndarray
-  test_images: np.ndarray
-  test_labels: np.ndarray
-
-  @property
-  def image_shape(self) -> tuple[int, int, int]:
-    return tuple(self.train_images.shape[1:])
+  image_shape: tuple[int, int, int]
+  train: Split
+  val: Split
+  test: Split
 
 
 def _digits():
@@ -53,10 +72,11 @@ def _digits():
   labels = digits.target.astype(np.int32)
   order = np.random.RandomState(1797).permutation(len(labels))
   test, train = order[:297], order[297:]
-  return 10, (images[train], labels[train]), (images[test], labels[test])
+  return (10, Split.from_arrays(images[train], labels[train]),
+          Split.from_arrays(images[test], labels[test]), labels[train])
 
 
-def _tfds(name: str, data_dir: str | None):
+def _tfds(name: str, data_dir: str | None, in_memory: bool):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   how = (f"Prepare it once where there is internet access with `tfds build "
          f"{name} --file_format=array_record --data_dir=DIR` and pass "
@@ -67,29 +87,40 @@ def _tfds(name: str, data_dir: str | None):
   except Exception as e:  # unknown builder name
     raise ValueError(f"Unknown dataset {name!r}: not 'digits', not "
                      f"'folder:<root>' and not a TFDS builder ({e}).") from None
-  if not builder.is_prepared():
-    raise FileNotFoundError(
-        f"Dataset {name!r} is not prepared in data_dir="
-        f"{data_dir or builder.data_dir!r} and is never downloaded by "
-        f"sla_jax. {how}")
   num_classes = builder.info.features["label"].num_classes
 
   def read(split):
     try:
       source = builder.as_data_source(split=split)
-    except Exception as e:
+    except Exception as e:  # pylint: disable=broad-except
+      if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"Dataset {name!r} is not prepared in data_dir="
+            f"{data_dir or builder.data_dir!r} and is never downloaded by "
+            f"sla_jax. {how}") from None
       raise ValueError(f"Cannot read {name!r} split {split!r} without "
                        f"TensorFlow ({e}). {how}") from None
-    examples = [source[i] for i in range(len(source))]
-    shapes = {ex["image"].shape for ex in examples}
-    if len(shapes) != 1:
-      raise ValueError(f"Dataset {name!r} has images of several sizes "
-                       f"({sorted(shapes)[:3]}...); in-memory training needs "
-                       f"one size. Resize it into an image folder first.")
-    return (np.stack([ex["image"] for ex in examples]).astype(np.uint8),
-            np.asarray([ex["label"] for ex in examples], np.int32))
+    def read_records(index):
+      examples = [source[int(i)] for i in index]
+      shapes = {ex["image"].shape for ex in examples}
+      if len(shapes) > 1:
+        raise ValueError(f"Dataset {name!r} has images of several sizes "
+                         f"({sorted(shapes)[:3]}...); training needs one "
+                         f"size. Resize it into an image folder first.")
+      return (np.stack([ex["image"] for ex in examples]).astype(np.uint8),
+              np.asarray([ex["label"] for ex in examples], np.int32))
 
-  return num_classes, read("train"), read("test")
+    lazy = Split(len(source), read_records)
+    return Split.from_arrays(*lazy.read_all()) if in_memory else lazy
+
+  train, test = read("train"), read("test")
+  if in_memory:
+    return num_classes, train, test, train.read_all()[1]
+  # Labels are only needed for samples_per_class; reading them decodes each
+  # image once (TFDS cannot skip image decoding without TensorFlow).
+  labels = lambda: np.concatenate([train.read(np.array([i]))[1]
+                                   for i in range(train.size)])
+  return num_classes, train, test, labels
 
 
 def _folder(root: str):
@@ -122,30 +153,34 @@ def _folder(root: str):
                        f"({sorted(shapes)[:3]}...); resize them to one size.")
     return np.stack(images), np.asarray(labels, np.int32)
 
-  return len(classes), read(splits["train"]), read(splits["test"])
+  train, test = read(splits["train"]), read(splits["test"])
+  return (len(classes), Split.from_arrays(*train), Split.from_arrays(*test),
+          train[1])
 
 
 def load(config) -> Dataset:
   """Loads ``config.dataset`` and makes the seeded validation / limited splits."""
   name = config.dataset
   if name == "digits":
-    num_classes, train, test = _digits()
+    num_classes, train, test, labels = _digits()
   elif name.startswith("folder:"):
-    num_classes, train, test = _folder(name[len("folder:"):])
+    num_classes, train, test, labels = _folder(name[len("folder:"):])
   else:
-    num_classes, train, test = _tfds(name, config.get("data_dir"))
+    num_classes, train, test, labels = _tfds(
+        name, config.get("data_dir"), config.get("data_on_device", True))
 
-  images, labels = train
-  if not 0 <= config.val_size < len(labels):
+  if not 0 <= config.val_size < train.size:
     raise ValueError(f"val_size={config.val_size} must be in [0, "
-                     f"{len(labels)}) for {name!r}'s {len(labels)} training "
+                     f"{train.size}) for {name!r}'s {train.size} training "
                      f"images.")
-  order = np.random.RandomState(config.data_seed).permutation(len(labels))
+  order = np.random.RandomState(config.data_seed).permutation(train.size)
   val, rest = order[:config.val_size], order[config.val_size:]
   if config.get("samples_per_class"):
     k = config.samples_per_class
+    labels = labels() if callable(labels) else labels
     rest = np.concatenate([rest[labels[rest] == c][:k]
                            for c in range(num_classes)])
     rest.sort()
-  return Dataset(name, num_classes, images[rest], labels[rest], images[val],
-                 labels[val], test[0], test[1])
+  image_shape = tuple(test.read(np.arange(1))[0].shape[1:])
+  return Dataset(name, num_classes, image_shape, train.subset(rest),
+                 train.subset(val), test)

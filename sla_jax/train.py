@@ -7,6 +7,12 @@ views -> model -> objective loss -> SGD. All of it is one ``jax.jit`` step over 
 ``('data',)`` mesh: the batch is sharded, parameters and optimiser state are
 replicated, the state is donated. The host does no per-step work.
 
+With ``data_on_device=False`` (datasets too large for that) a grain pipeline
+on the host reads each process's share of every batch (indices a pure function
+of seed and step, :func:`host_batch_indices`) in background threads and
+assembles the global batch with ``jax.make_array_from_process_local_data``;
+everything from the crop on is the same jitted code.
+
 BatchNorm statistics are those of the *global* batch (all B*M views across all
 devices): under ``jit`` with a sharded batch, XLA reduces the moments across
 devices, so the result does not depend on the number of devices.
@@ -81,10 +87,13 @@ def _check_against_data(config, objective, dataset, num_devices) -> None:
         f"batch_size={config.batch_size} is not divisible by the "
         f"{num_devices} devices; use a multiple of {num_devices} (or set "
         f"num_devices).")
-  if len(dataset.train_labels) < config.batch_size:
+  if dataset.train.size < config.batch_size:
     raise ConfigError(
         f"batch_size={config.batch_size} is larger than the "
-        f"{len(dataset.train_labels)} training images; lower batch_size.")
+        f"{dataset.train.size} training images; lower batch_size.")
+  if config.batch_size % jax.process_count():
+    raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
+                      f"the {jax.process_count()} processes.")
 
 
 def _check_workdir(config, workdir: pathlib.Path) -> None:
@@ -115,16 +124,16 @@ def _make_mesh(num_devices: int) -> jax.sharding.Mesh:
 
 
 # ------------------------------------------------------------ train step ---
-def _make_train_step(model, objective, tx, config, num_train, batch_sharding):
+def _make_train_steps(model, objective, tx, config, num_train, batch_sharding):
+  """Returns (device_step, host_step), both ``(state, images, labels, key)``.
+
+  ``device_step`` takes the whole uint8 training set and draws the batch
+  itself; ``host_step`` takes a global batch built by the host pipeline. Both
+  derive the augmentation from ``fold_in(seed_key, step)``.
+  """
   dtype = jnp.dtype(config.model.dtype)
 
-  def train_step(state: TrainState, images_all, labels_all, seed_key):
-    key = jax.random.fold_in(seed_key, state.step)
-    index_key, augment_key = jax.random.split(key)
-    index = jax.random.choice(index_key, num_train, (config.batch_size,),
-                              replace=False)
-    images = jax.lax.with_sharding_constraint(images_all[index], batch_sharding)
-    labels = jax.lax.with_sharding_constraint(labels_all[index], batch_sharding)
+  def step_on_batch(state: TrainState, images, labels, augment_key):
     images = preprocess.random_crop_and_flip(augment_key, images,
                                              config.crop_padding, config.flip)
     views = objective.group.apply(preprocess.normalize(images, dtype))
@@ -139,10 +148,53 @@ def _make_train_step(model, objective, tx, config, num_train, batch_sharding):
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(state.step + 1, params, batch_stats, opt_state)
-    return new_state, loss
+    return TrainState(state.step + 1, params, batch_stats, opt_state), loss
 
-  return train_step
+  def device_step(state, images_all, labels_all, seed_key):
+    index_key, augment_key = jax.random.split(
+        jax.random.fold_in(seed_key, state.step))
+    index = jax.random.choice(index_key, num_train, (config.batch_size,),
+                              replace=False)
+    images = jax.lax.with_sharding_constraint(images_all[index], batch_sharding)
+    labels = jax.lax.with_sharding_constraint(labels_all[index], batch_sharding)
+    return step_on_batch(state, images, labels, augment_key)
+
+  def host_step(state, images, labels, seed_key):
+    _, augment_key = jax.random.split(jax.random.fold_in(seed_key, state.step))
+    return step_on_batch(state, images, labels, augment_key)
+
+  return device_step, host_step
+
+
+def host_batch_indices(seed: int, step: int, num_train: int, batch_size: int,
+                       process_index: int = 0, process_count: int = 1
+                       ) -> np.ndarray:
+  """This process's share of step ``step``'s batch: B distinct random images.
+
+  A pure function of (seed, step), so a resumed run reads the same batches.
+  """
+  rng = np.random.default_rng([seed, step])
+  index = rng.choice(num_train, batch_size, replace=False)
+  share = batch_size // process_count
+  return index[process_index * share:(process_index + 1) * share]
+
+
+def _host_batches(split: data_lib.Split, config, start_step: int,
+                  batch_sharding):
+  """grain pipeline: per step, read this process's images; prefetch in threads."""
+  import grain  # pylint: disable=g-import-not-at-top
+
+  def read(step):
+    return split.read(host_batch_indices(
+        config.seed, step, split.size, config.batch_size,
+        jax.process_index(), jax.process_count()))
+
+  batches = grain.MapDataset.range(start_step, config.total_steps).map(read)
+  batches = batches.to_iter_dataset(grain.ReadOptions(
+      num_threads=config.host_threads, prefetch_buffer_size=2 * config.host_threads))
+  for images, labels in batches:
+    yield (jax.make_array_from_process_local_data(batch_sharding, images),
+           jax.make_array_from_process_local_data(batch_sharding, labels))
 
 
 # ------------------------------------------------------------ evaluation ---
@@ -161,12 +213,12 @@ def _make_evaluator(model, objective, config, mesh):
     sums["loss"] = jnp.sum(objective.loss(outputs, labels, reduce=False) * mask)
     return sums
 
-  def evaluate(state: TrainState, images: np.ndarray, labels: np.ndarray):
+  def evaluate(state: TrainState, split: data_lib.Split):
     """Masked sums over the whole split: every image counted exactly once."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     totals: dict[str, float] = {}
-    for start in range(0, len(labels), batch_size):
-      x, y = images[start:start + batch_size], labels[start:start + batch_size]
+    for start in range(0, split.size, batch_size):
+      x, y = split.read(np.arange(start, min(start + batch_size, split.size)))
       pad = batch_size - len(y)
       mask = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
       x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
@@ -175,7 +227,7 @@ def _make_evaluator(model, objective, config, mesh):
       sums = eval_batch(variables, put(x), put(y), put(mask))
       for k, v in jax.device_get(sums).items():
         totals[k] = totals.get(k, 0.0) + float(v)
-    return {k: v / len(labels) for k, v in totals.items()}
+    return {k: v / split.size for k, v in totals.items()}
 
   return evaluate
 
@@ -202,8 +254,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                               config.transform, config.large_loss,
                               config.temperature)
   _check_against_data(config, objective, dataset, mesh.devices.size)
-  train_images = jax.device_put(dataset.train_images, replicated)
-  train_labels = jax.device_put(dataset.train_labels, replicated)
 
   # Model and optimiser.
   model = models.CifarResNet(depth=config.model.depth, heads=objective.heads,
@@ -245,23 +295,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     state = jax.jit(init, out_shardings=replicated)(init_key)
   start_step = int(jax.device_get(state.step))
 
-  train_step = jax.jit(
-      _make_train_step(model, objective, tx, config,
-                       len(dataset.train_labels), batch_sharding),
-      donate_argnums=(0,), out_shardings=(replicated, replicated))
+  device_step, host_step = _make_train_steps(
+      model, objective, tx, config, dataset.train.size, batch_sharding)
+  if config.data_on_device:
+    train_data = jax.device_put(dataset.train.read_all(), replicated)
+    batches = iter(lambda: train_data, None)  # the same arrays every step
+    step_fn = device_step
+  else:
+    batches = _host_batches(dataset.train, config, start_step, batch_sharding)
+    step_fn = host_step
+  train_step = jax.jit(step_fn, donate_argnums=(0,),
+                       out_shardings=(replicated, replicated))
   evaluate = _make_evaluator(model, objective, config, mesh)
   writer = metric_writers.MetricWriter(workdir, resume_step=start_step)
   selection = objective.selection_metric
 
   def run_evals(state, step):
     metrics = {}
-    splits = [("test", dataset.test_images, dataset.test_labels)]
-    if len(dataset.val_labels):
-      splits.insert(0, ("val", dataset.val_images, dataset.val_labels))
-    for split, images, labels in splits:
-      for k, v in evaluate(state, images, labels).items():
-        metrics[f"{split}/{k}"] = v
-    key = f"val/{selection}" if len(dataset.val_labels) else None
+    splits = [("val", dataset.val), ("test", dataset.test)]
+    for name, split in splits:
+      if split.size:
+        for k, v in evaluate(state, split).items():
+          metrics[f"{name}/{k}"] = v
+    key = f"val/{selection}" if dataset.val.size else None
     best = progress["best"]
     if best is None or key is None or metrics[key] > best["metrics"][key]:
       progress["best"] = {"step": step, "metrics": metrics}
@@ -274,9 +330,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   bar = tqdm(total=config.total_steps, initial=start_step, unit="step",
              dynamic_ncols=True, disable=None)
   try:
-    step = _train_loop(config, state, start_step, train_step, train_images,
-                       train_labels, seed_key, run_evals, latest, progress,
-                       writer, bar, schedule, objective, workdir)
+    step = _train_loop(config, state, start_step, train_step, batches,
+                       seed_key, run_evals, latest, progress, writer, bar,
+                       schedule, objective, workdir)
   finally:  # also on interruption: finish in-flight saves, flush the logs
     bar.close()
     latest.close()
@@ -303,16 +359,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 
 
-def _train_loop(config, state, start_step, train_step, train_images,
-                train_labels, seed_key, run_evals, latest, progress, writer,
-                bar, schedule, objective, workdir) -> int:
+def _train_loop(config, state, start_step, train_step, batches, seed_key,
+                run_evals, latest, progress, writer, bar, schedule, objective,
+                workdir) -> int:
   """Steps from ``start_step`` to ``total_steps``; logs, evaluates, checkpoints."""
   selection = objective.selection_metric
   pending_losses = []
   tick, tick_step = time.perf_counter(), start_step
   step = start_step
   while step < config.total_steps:
-    state, loss = train_step(state, train_images, train_labels, seed_key)
+    images, labels = next(batches)
+    state, loss = train_step(state, images, labels, seed_key)
     pending_losses.append(loss)
     step += 1
     bar.update(1)

@@ -77,8 +77,10 @@ def test_end_to_end_outputs(tmp_path, objective):
   assert json.loads((tmp_path / "config.json").read_text())["objective"] == objective
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-  config = tiny_config("sla_sd", total_steps=30)
+@pytest.mark.parametrize("data_on_device", [True, False])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch,
+                                                    data_on_device):
+  config = tiny_config("sla_sd", total_steps=30, data_on_device=data_on_device)
   train.train_and_evaluate(config, tmp_path / "straight")
 
   original_write = metric_writers.MetricWriter.write
@@ -175,3 +177,29 @@ def test_cli_reports_one_clear_error(tmp_path):
   assert proc.stderr.strip().splitlines()[-1].startswith(
       "sla-train: error: dataset 'digits' with transform 'color_perm'")
   assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("data_on_device", [True, False])
+def test_tfds_source_trains_under_mock_data(tmp_path, data_on_device):
+  """The TFDS path (array_record data source, no TensorFlow) on mocked cifar10,
+  in memory and streamed lazily through the host pipeline."""
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=48,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    results = train.train_and_evaluate(
+        _with(tiny_config("sla"), dataset="cifar10", val_size=8, batch_size=8,
+              total_steps=2, eval_every=2, log_every=1, checkpoint_every=2,
+              data_on_device=data_on_device, samples_per_class=4),
+        tmp_path)
+  assert results["config"]["dataset"] == "cifar10"
+  assert set(results["test"]) == {"acc_si", "acc_ag", "loss"}
+  assert (tmp_path / "results.json").exists()
+
+
+def test_host_batch_indices_split_one_global_batch_across_processes():
+  whole = train.host_batch_indices(3, 17, 1000, 64)
+  assert len(set(whole.tolist())) == 64 and whole.max() < 1000
+  shares = [train.host_batch_indices(3, 17, 1000, 64, p, 4) for p in range(4)]
+  np.testing.assert_array_equal(np.concatenate(shares), whole)
+  np.testing.assert_array_equal(train.host_batch_indices(3, 17, 1000, 64), whole)
+  assert not np.array_equal(train.host_batch_indices(3, 18, 1000, 64), whole)
