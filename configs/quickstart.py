@@ -9,12 +9,14 @@ Model: CIFAR ResNet-8 (one block per stage), 4 rotations, batch 64 images
 (256 views), 600 steps of SGD (lr 0.1, x0.1 at 50 % / 75 %), crop padding 1.
 
 Measured on 2 CPU cores, seed 0 (test accuracy at the best validation step;
-wall time of the whole command including compilation):
-  objective=sla       SI 97.98 %, AG 98.32 %                      34 s
-  objective=baseline  97.98 %                                     18 s
-  objective=sla_sd    SI 96.97 %, AG 97.98 %, SD 97.31 %          35 s
-One seed on 297 test images (one image = 0.34 points): the issue-5 harness
-reports means over seeds.
+wall time of the whole command, compilation and data included):
+  objective=sla       SI 94.61 %, AG 98.65 %                     44 s
+  objective=sla_sd    SI 98.32 %, AG 98.99 %, SD 98.99 %         37 s
+  objective=baseline  97.98 %                                    21 s
+  objective=da        93.60 % (identity view), AG 94.95 %        39 s
+  objective=mt        93.60 % (identity view), AG 95.62 %        37 s
+One seed on 297 test images (one image = 0.34 points); the evidence harness
+(a later issue) reports means over seeds.
 """
 
 from sla_jax import config_lib

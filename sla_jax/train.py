@@ -261,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   schedule = optim.step_decay_schedule(config.lr, config.total_steps,
                                        tuple(config.lr_decay_at))
   tx = optim.sgd(schedule, config.momentum, config.weight_decay)
-  seed_key = jax.random.key(config.seed)
+  init_key, seed_key = jax.random.split(jax.random.key(config.seed))
 
   def init(key):
     dummy = jnp.zeros((1,) + dataset.image_shape, jnp.float32)
@@ -269,7 +269,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     return TrainState(jnp.zeros((), jnp.int32), variables["params"],
                       variables["batch_stats"], tx.init(variables["params"]))
 
-  init_key = jax.random.fold_in(seed_key, -1 % 2**31)
   abstract_state = jax.eval_shape(init, init_key)
   abstract_state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
