@@ -120,7 +120,9 @@ def _make_mesh(num_devices: int) -> jax.sharding.Mesh:
   if not 1 <= n <= len(devices):
     raise ConfigError(f"num_devices={num_devices} but JAX sees {len(devices)} "
                       f"devices.")
-  return jax.sharding.Mesh(np.asarray(devices[:n]), ("data",))
+  # Auto axes: XLA propagates the batch sharding (sharding "in types" is opt-in).
+  return jax.make_mesh((n,), ("data",), devices=devices[:n],
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 # ------------------------------------------------------------ train step ---
@@ -249,7 +251,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   batch_sharding = NamedSharding(mesh, P("data"))
 
   # Input.
-  dataset = data_lib.load(config)
+  try:
+    dataset = data_lib.load(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   objective = objectives.make(config.objective, dataset.num_classes,
                               config.transform, config.large_loss,
                               config.temperature)

@@ -144,6 +144,8 @@ def _with(config, **fields):
     ({"batch_size": 12, "num_devices": 8},
      "batch_size=12 is not divisible by the 8 devices"),
     ({"dataset": "folder:/nonexistent"}, "has no train/ directory"),
+    ({"dataset": "no_such_dataset_xyz"}, "Unknown dataset 'no_such_dataset_xyz'"),
+    ({"val_size": 5000}, "val_size=5000 must be in"),
 ])
 def test_bad_config_stops_before_training(tmp_path, fields, message):
   with pytest.raises((train.ConfigError, FileNotFoundError), match=message):
@@ -203,3 +205,14 @@ def test_host_batch_indices_split_one_global_batch_across_processes():
   np.testing.assert_array_equal(np.concatenate(shares), whole)
   np.testing.assert_array_equal(train.host_batch_indices(3, 17, 1000, 64), whole)
   assert not np.array_equal(train.host_batch_indices(3, 18, 1000, 64), whole)
+
+
+def test_samples_per_class_keeps_k_images_of_each_class():
+  from sla_jax import data
+  dataset = data.load(_with(tiny_config(), samples_per_class=7))
+  _, labels = dataset.train.read_all()
+  np.testing.assert_array_equal(np.bincount(labels, minlength=10), [7] * 10)
+  again = data.load(_with(tiny_config(), samples_per_class=7, seed=5))
+  np.testing.assert_array_equal(again.train.read_all()[0], dataset.train.read_all()[0])
+  _, val_labels = dataset.val.read_all()
+  assert len(val_labels) == 100
