@@ -35,8 +35,11 @@ setup(
         "tensorboardX",   # TensorBoard event files without TensorFlow
         "tqdm",
     ],
-    entry_points={"console_scripts": ["sla-train = sla_jax.main:run"]},
+    entry_points={"console_scripts": ["sla-train = sla_jax.main:run",
+                                      "sla-bench = sla_jax.bench:run"]},
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
+        # The PyTorch re-implementation of the original step (benchmarks/).
+        "bench": ["torch==2.13.0"],
     },
 )

@@ -125,8 +125,26 @@ def _make_mesh(num_devices: int) -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
+# ------------------------------------------------------- model, optimiser ---
+def build_model_and_optimizer(config, objective, image_shape):
+  """Returns ``(model, tx, schedule, init)``; ``init(key)`` makes a TrainState."""
+  model = models.CifarResNet(depth=config.model.depth, heads=objective.heads,
+                             dtype=jnp.dtype(config.model.dtype))
+  schedule = optim.step_decay_schedule(config.lr, config.total_steps,
+                                       tuple(config.lr_decay_at))
+  tx = optim.sgd(schedule, config.momentum, config.weight_decay)
+
+  def init(key):
+    dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+    variables = model.init(key, dummy, train=False)
+    return TrainState(jnp.zeros((), jnp.int32), variables["params"],
+                      variables["batch_stats"], tx.init(variables["params"]))
+
+  return model, tx, schedule, init
+
+
 # ------------------------------------------------------------ train step ---
-def _make_train_steps(model, objective, tx, config, num_train, batch_sharding):
+def make_train_steps(model, objective, tx, config, num_train, batch_sharding):
   """Returns (device_step, host_step), both ``(state, images, labels, key)``.
 
   ``device_step`` takes the whole uint8 training set and draws the batch
@@ -200,13 +218,9 @@ def _host_batches(split: data_lib.Split, config, start_step: int,
 
 
 # ------------------------------------------------------------ evaluation ---
-def _make_evaluator(model, objective, config, mesh):
-  dtype = jnp.dtype(config.model.dtype)
-  n_dev = mesh.devices.size
-  batch_size = -(-config.eval_batch_size // n_dev) * n_dev
-  batch_sharding = NamedSharding(mesh, P("data"))
+def make_eval_step(model, objective, dtype):
+  """``(variables, uint8 images, labels, mask) -> {metric: masked sum}`` (unjitted)."""
 
-  @jax.jit
   def eval_batch(variables, images, labels, mask):
     views = objective.group.apply(preprocess.normalize(images, dtype))
     outputs = model.apply(variables, views, train=False)
@@ -214,6 +228,16 @@ def _make_evaluator(model, objective, config, mesh):
             for name, logits in objective.predictions(outputs).items()}
     sums["loss"] = jnp.sum(objective.loss(outputs, labels, reduce=False) * mask)
     return sums
+
+  return eval_batch
+
+
+def _make_evaluator(model, objective, config, mesh):
+  n_dev = mesh.devices.size
+  batch_size = -(-config.eval_batch_size // n_dev) * n_dev
+  batch_sharding = NamedSharding(mesh, P("data"))
+  eval_batch = jax.jit(make_eval_step(model, objective,
+                                      jnp.dtype(config.model.dtype)))
 
   def evaluate(state: TrainState, split: data_lib.Split):
     """Masked sums over the whole split: every image counted exactly once."""
@@ -261,19 +285,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   _check_against_data(config, objective, dataset, mesh.devices.size)
 
   # Model and optimiser.
-  model = models.CifarResNet(depth=config.model.depth, heads=objective.heads,
-                             dtype=jnp.dtype(config.model.dtype))
-  schedule = optim.step_decay_schedule(config.lr, config.total_steps,
-                                       tuple(config.lr_decay_at))
-  tx = optim.sgd(schedule, config.momentum, config.weight_decay)
+  model, tx, schedule, init = build_model_and_optimizer(
+      config, objective, dataset.image_shape)
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
-
-  def init(key):
-    dummy = jnp.zeros((1,) + dataset.image_shape, jnp.float32)
-    variables = model.init(key, dummy, train=False)
-    return TrainState(jnp.zeros((), jnp.int32), variables["params"],
-                      variables["batch_stats"], tx.init(variables["params"]))
-
   abstract_state = jax.eval_shape(init, init_key)
   abstract_state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
@@ -299,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     state = jax.jit(init, out_shardings=replicated)(init_key)
   start_step = int(jax.device_get(state.step))
 
-  device_step, host_step = _make_train_steps(
+  device_step, host_step = make_train_steps(
       model, objective, tx, config, dataset.train.size, batch_sharding)
   if config.data_on_device:
     train_data = jax.device_put(dataset.train.read_all(), replicated)

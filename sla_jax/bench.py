@@ -1,0 +1,262 @@
+"""``sla-bench``: time the jit-compiled train and eval steps of any trainer config.
+
+    sla-bench --config configs/cifar.py:objective=sla --steps 20
+    sla-bench --config configs/quickstart.py --steps 50 --json
+
+Builds the trainer's own step (:func:`sla_jax.train.make_train_steps`, the
+on-device data path) on all devices JAX sees, over random uint8 images of the
+dataset's shape (``--real_data`` to use the dataset itself), and reports:
+
+* train step: compile time, first call, median / p10 / p90 step time over
+  ``--steps`` calls after ``--warmup`` (each ``block_until_ready``), images/s,
+  views/s, XLA's FLOP count and the achieved FLOP/s (with the fraction of the
+  device's peak on known GPUs/TPUs), peak host memory, and device memory where
+  the backend reports it;
+* eval step: one forward of ``eval_batch_size`` images, identity view only (what
+  SI and the SD head need) and all M views (what AG needs), and their ratio;
+* input: host -> device transfer rate of uint8 batches, and the rate of the
+  grain host pipeline (the ``data_on_device=False`` path).
+
+Prints a table; ``--json`` prints one JSON object per measurement instead.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+from ml_collections import config_flags
+
+from sla_jax import data as data_lib
+from sla_jax import objectives, preprocess, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Trainer config file.",
+                                          lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed calls of each step.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after the first.")
+_JSON = flags.DEFINE_bool("json", False, "Print JSON lines instead of a table.")
+_REAL = flags.DEFINE_bool("real_data", False, "Load the config's dataset.")
+_IMAGE_SHAPE = flags.DEFINE_list("image_shape", None,
+                                 "H,W,C of synthetic images (default: known "
+                                 "shape of the config's dataset).")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Synthetic classes.")
+flags.mark_flags_as_required(["config"])
+
+_KNOWN = {"digits": ((8, 8, 1), 10), "cifar10": ((32, 32, 3), 10),
+          "cifar100": ((32, 32, 3), 100)}
+
+# Dense bf16 peak FLOP/s per chip, from the vendors' data sheets.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12,
+                   "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
+                   "TPU v5p": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12}
+
+
+def _peak_flops(device) -> float | None:
+  kind = getattr(device, "device_kind", "")
+  for name, peak in PEAK_BF16_FLOPS.items():
+    if name.lower() in kind.lower():
+      return peak
+  return None
+
+
+def _time_calls(fn, steps: int, warmup: int) -> dict[str, float]:
+  """First call, then ``warmup`` untimed calls, then ``steps`` timed ones."""
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - start
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return {"first_call_s": first, "median_s": float(np.median(times)),
+          "p10_s": float(np.percentile(times, 10)),
+          "p90_s": float(np.percentile(times, 90))}
+
+
+def _flops(compiled) -> float | None:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+def _device_memory() -> int | None:
+  stats = jax.local_devices()[0].memory_stats()
+  return stats.get("peak_bytes_in_use") if stats else None
+
+
+def run_benchmark(config, steps: int = 20, warmup: int = 2,
+                  real_data: bool = False, image_shape=None,
+                  num_classes=None) -> list[dict]:
+  """Runs every measurement; returns one dict per row (see module docstring)."""
+  mesh = train._make_mesh(config.num_devices)  # pylint: disable=protected-access
+  n_dev = mesh.devices.size
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+  if real_data:
+    dataset = data_lib.load(config)
+    images, labels = dataset.train.read_all()
+    image_shape, num_classes = dataset.image_shape, dataset.num_classes
+  else:
+    known_shape, known_classes = _KNOWN.get(config.dataset, ((32, 32, 3), 10))
+    image_shape = tuple(int(x) for x in (image_shape or known_shape))
+    num_classes = num_classes or known_classes
+    rng = np.random.default_rng(0)
+    n = max(1024, config.batch_size)
+    images = rng.integers(0, 256, (n,) + image_shape, dtype=np.uint8)
+    labels = rng.integers(0, num_classes, n).astype(np.int32)
+  objective = objectives.make(config.objective, num_classes, config.transform,
+                              config.large_loss, config.temperature)
+  model, tx, _, init = train.build_model_and_optimizer(config, objective,
+                                                       image_shape)
+  init_key, seed_key = jax.random.split(jax.random.key(config.seed))
+  state = jax.jit(init, out_shardings=replicated)(init_key)
+  device_step, _ = train.make_train_steps(model, objective, tx, config,
+                                          len(labels), batch_sharding)
+  train_data = jax.device_put((images, labels), replicated)
+  m = objective.num_views
+  common = {"objective": objective.name, "transform": objective.group.name,
+            "num_views": m, "depth": config.model.depth,
+            "dtype": config.model.dtype, "batch_size": config.batch_size,
+            "devices": n_dev, "device_kind": jax.devices()[0].device_kind,
+            "backend": jax.default_backend()}
+  rows = []
+
+  # Train step.
+  step = jax.jit(device_step, donate_argnums=(0,),
+                 out_shardings=(replicated, replicated))
+  start = time.perf_counter()
+  compiled = step.lower(state, *train_data, seed_key).compile()
+  compile_s = time.perf_counter() - start
+  holder = {"state": state}
+
+  def one_step():
+    holder["state"], loss = compiled(holder["state"], *train_data, seed_key)
+    return loss
+
+  timing = _time_calls(one_step, steps, warmup)
+  flops = _flops(compiled)
+  row = {"what": "train_step", **common, "compile_s": compile_s, **timing,
+         "images_per_s": config.batch_size / timing["median_s"],
+         "views_per_s": config.batch_size * m / timing["median_s"],
+         "flops_per_step": flops,
+         "flops_per_s": flops / timing["median_s"] if flops else None}
+  peak = _peak_flops(jax.devices()[0])
+  row["fraction_of_bf16_peak"] = (row["flops_per_s"] / (peak * n_dev)
+                                  if peak and flops else None)
+  rows.append(row)
+  state = holder["state"]
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+  # Eval step: identity view only (SI, SD) vs all M views (AG).
+  eval_n = -(-config.eval_batch_size // n_dev) * n_dev
+  eval_images = jax.device_put(
+      np.resize(images, (eval_n,) + image_shape), batch_sharding)
+  dtype = jnp.dtype(config.model.dtype)
+
+  def forward(views_fn):
+    def f(variables, x):
+      return model.apply(variables, views_fn(preprocess.normalize(x, dtype)),
+                         train=False)
+    return jax.jit(f)
+
+  single = forward(lambda x: x)
+  every = forward(objective.group.apply)
+  for name, fn in (("eval_identity_view", single), ("eval_all_views", every)):
+    start = time.perf_counter()
+    compiled_eval = fn.lower(variables, eval_images).compile()
+    compile_s = time.perf_counter() - start
+    timing = _time_calls(lambda c=compiled_eval: c(variables, eval_images),
+                         steps, warmup)
+    flops = _flops(compiled_eval)
+    rows.append({"what": name, **common, "eval_batch_size": eval_n,
+                 "compile_s": compile_s, **timing,
+                 "images_per_s": eval_n / timing["median_s"],
+                 "flops_per_step": flops,
+                 "flops_per_s": flops / timing["median_s"] if flops else None})
+  rows[-1]["cost_vs_identity_view"] = rows[-1]["median_s"] / rows[-2]["median_s"]
+
+  # Input side.
+  host_batch = images[:config.batch_size]
+  timing = _time_calls(lambda: jax.device_put(host_batch, batch_sharding),
+                       steps, warmup)
+  rows.append({"what": "input_device_put", **common, **timing,
+               "images_per_s": config.batch_size / timing["median_s"]})
+  split = data_lib.Split.from_arrays(images, labels)
+  pipeline_config = config.copy_and_resolve_references()
+  with pipeline_config.unlocked():
+    pipeline_config.total_steps = warmup + steps + 1
+  batches = train._host_batches(split, pipeline_config, 0, batch_sharding)  # pylint: disable=protected-access
+  timing = _time_calls(lambda: next(batches), steps, warmup)
+  rows.append({"what": "input_host_pipeline", **common, **timing,
+               "images_per_s": config.batch_size / timing["median_s"]})
+
+  peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  for r in rows:
+    r["peak_host_bytes"] = peak_rss
+    r["peak_device_bytes"] = _device_memory()
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  head = rows[0]
+  lines = [f"{head['objective']} / {head['transform']} (M={head['num_views']}), "
+           f"ResNet-{head['depth']} {head['dtype']}, batch {head['batch_size']} "
+           f"images, {head['devices']} x {head['device_kind']} "
+           f"({head['backend']})",
+           f"{'measurement':<22}{'compile s':>10}{'first s':>9}{'median s':>10}"
+           f"{'p10-p90 s':>16}{'images/s':>11}{'views/s':>10}{'GFLOP/s':>9}"]
+  for r in rows:
+    gflops = r.get("flops_per_s")
+    lines.append(
+        f"{r['what']:<22}{r.get('compile_s', float('nan')):>10.2f}"
+        f"{r['first_call_s']:>9.3f}{r['median_s']:>10.4f}"
+        f"{r['p10_s']:>8.4f}-{r['p90_s']:<7.4f}{r['images_per_s']:>11.1f}"
+        f"{r.get('views_per_s') or float('nan'):>10.1f}"
+        f"{(gflops or float('nan')) / 1e9:>9.1f}")
+  extra = rows[0].get("fraction_of_bf16_peak")
+  if extra:
+    lines.append(f"train step at {100 * extra:.1f} % of the devices' bf16 peak")
+  lines.append(f"AG (all {head['num_views']} views) costs "
+               f"{rows[2]['cost_vs_identity_view']:.2f}x the identity-view "
+               f"pass (SI and the SD head need only that pass)")
+  lines.append(f"peak host memory {rows[0]['peak_host_bytes'] / 2**30:.2f} GiB"
+               + (f", device {rows[0]['peak_device_bytes'] / 2**30:.2f} GiB"
+                  if rows[0]["peak_device_bytes"] else ""))
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  try:
+    rows = run_benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value,
+                         _REAL.value, _IMAGE_SHAPE.value, _NUM_CLASSES.value)
+  except (train.ConfigError, ValueError, FileNotFoundError) as e:
+    print(f"sla-bench: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if _JSON.value:
+    for row in rows:
+      print(json.dumps(row))
+  else:
+    print(format_table(rows))
+
+
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,45 @@
+"""sla-bench on a tiny config: every measurement and its fields."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from sla_jax import bench
+from test_train import tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_run_benchmark_fields():
+  rows = bench.run_benchmark(tiny_config("sla_sd"), steps=2, warmup=1)
+  assert [r["what"] for r in rows] == [
+      "train_step", "eval_identity_view", "eval_all_views",
+      "input_device_put", "input_host_pipeline"]
+  step = rows[0]
+  for key in ("compile_s", "first_call_s", "median_s", "p10_s", "p90_s",
+              "images_per_s", "views_per_s", "flops_per_step", "flops_per_s",
+              "peak_host_bytes"):
+    assert step[key] is not None and step[key] > 0, key
+  assert step["views_per_s"] == pytest.approx(4 * step["images_per_s"])
+  assert step["p10_s"] <= step["median_s"] <= step["p90_s"]
+  # The M-view forward has ~M times the FLOPs of the identity-view forward.
+  ratio = rows[2]["flops_per_step"] / rows[1]["flops_per_step"]
+  assert 3.5 < ratio < 4.5
+  assert rows[2]["cost_vs_identity_view"] > 0
+  assert "AG (all 4 views) costs" in bench.format_table(rows)
+
+
+def test_cli_json_lines():
+  proc = subprocess.run(
+      [sys.executable, "-m", "sla_jax.bench", "--config",
+       f"{REPO}/configs/quickstart.py", "--config.model.depth=8",
+       "--config.batch_size=8", "--config.eval_batch_size=16", "--steps=2",
+       "--warmup=0", "--json"], capture_output=True, text=True, cwd=REPO,
+      timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+  assert rows[0]["what"] == "train_step" and rows[0]["batch_size"] == 8
+  assert rows[0]["images_per_s"] > 0 and rows[0]["backend"] == "cpu"
