@@ -74,6 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.depth = 32
   c.model.dtype = "float32"     # "bfloat16": bf16 compute, f32 parameters
+  # Conv weight gradients: "xla", "matmul" (faster on XLA:CPU), or "auto"
+  # (matmul on the CPU backend, xla on GPU/TPU). Same values to rounding.
+  c.model.conv_weight_grad = "auto"
 
   # Optimisation: SGD, lr x0.1 at 50 % and 75 % of the steps.
   c.batch_size = 128            # original images per step (x M views)

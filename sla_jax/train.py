@@ -68,6 +68,10 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     transforms.get(config.transform)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  if config.model.get("conv_weight_grad", "auto") not in (
+      "auto",) + models.cifar_resnet.CONV_WEIGHT_GRADS:
+    raise ConfigError(f"model.conv_weight_grad must be auto, xla or matmul; "
+                      f"got {config.model.conv_weight_grad!r}.")
   if config.model.dtype not in ("float32", "bfloat16", "float16"):
     raise ConfigError(f"model.dtype must be float32, bfloat16 or float16; got "
                       f"{config.model.dtype!r}.")
@@ -128,8 +132,12 @@ def _make_mesh(num_devices: int) -> jax.sharding.Mesh:
 # ------------------------------------------------------- model, optimiser ---
 def build_model_and_optimizer(config, objective, image_shape):
   """Returns ``(model, tx, schedule, init)``; ``init(key)`` makes a TrainState."""
+  conv_weight_grad = config.model.get("conv_weight_grad", "auto")
+  if conv_weight_grad == "auto":
+    conv_weight_grad = "matmul" if jax.default_backend() == "cpu" else "xla"
   model = models.CifarResNet(depth=config.model.depth, heads=objective.heads,
-                             dtype=jnp.dtype(config.model.dtype))
+                             dtype=jnp.dtype(config.model.dtype),
+                             conv_weight_grad=conv_weight_grad)
   schedule = optim.step_decay_schedule(config.lr, config.total_steps,
                                        tuple(config.lr_decay_at))
   tx = optim.sgd(schedule, config.momentum, config.weight_decay)

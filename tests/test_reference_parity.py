@@ -27,10 +27,11 @@ def _torch_weights(reference, mode, when):
   return {k[len(prefix):]: v for k, v in reference.items() if k.startswith(prefix)}
 
 
-def _setup(reference, mode):
+def _setup(reference, mode, conv_weight_grad="xla"):
   variables = models.from_torch_state_dict(_torch_weights(reference, mode, "before"))
   model = models.CifarResNet(
-      depth=32, heads=models.heads_for_objective(mode, 10, 4))
+      depth=32, heads=models.heads_for_objective(mode, 10, 4),
+      conv_weight_grad=conv_weight_grad)
   images = jnp.asarray(nchw_to_nhwc(reference["images_nchw"]))
   labels = jnp.asarray(reference["labels"])
   views = transforms.get("rotation").apply(images)
@@ -44,8 +45,8 @@ def _loss(mode, outputs, labels, temperature):
                                        labels, 4, temperature)
 
 
-def _sgd_step(reference, mode):
-  model, variables, views, labels = _setup(reference, mode)
+def _sgd_step(reference, mode, conv_weight_grad="xla"):
+  model, variables, views, labels = _setup(reference, mode, conv_weight_grad)
   temperature = float(reference["temperature"])
 
   def loss_fn(params):
@@ -93,9 +94,10 @@ def test_train_mode_forward_matches(reference, mode):
     np.testing.assert_allclose(kl, reference["sla_sd.kl_loss"], rtol=1e-5)
 
 
+@pytest.mark.parametrize("conv_weight_grad", ["xla", "matmul"])
 @pytest.mark.parametrize("mode", MODES)
-def test_one_sgd_step_matches(reference, mode):
-  _, _, loss, params, _ = _sgd_step(reference, mode)
+def test_one_sgd_step_matches(reference, mode, conv_weight_grad):
+  _, _, loss, params, _ = _sgd_step(reference, mode, conv_weight_grad)
   np.testing.assert_allclose(loss, reference[f"{mode}.loss"], rtol=1e-5)
   after = models.from_torch_state_dict(_torch_weights(reference, mode, "after"))
   before = models.from_torch_state_dict(_torch_weights(reference, mode, "before"))

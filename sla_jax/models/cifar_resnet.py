@@ -24,11 +24,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
+
+from sla_jax.models import conv_ops
 
 __all__ = ["CifarResNet", "BasicBlock", "heads_for_objective", "DEPTHS",
            "OBJECTIVES"]
 
 DEPTHS = (20, 32, 44, 56, 110)
+CONV_WEIGHT_GRADS = ("xla", "matmul")
 OBJECTIVES = ("baseline", "da", "mt", "sla", "sla_sd")
 
 # He-normal with fan_out, as the original's ``normal_(0, sqrt(2 / n))`` with
@@ -47,6 +51,14 @@ def torch_linear_bias_init(fan_in: int):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init
+
+
+def _conv_fn(conv_weight_grad: str):
+  if conv_weight_grad not in CONV_WEIGHT_GRADS:
+    raise ValueError(f"conv_weight_grad must be one of {CONV_WEIGHT_GRADS}; "
+                     f"got {conv_weight_grad!r}.")
+  return (conv_ops.conv_general_dilated if conv_weight_grad == "matmul"
+          else lax.conv_general_dilated)
 
 
 def heads_for_objective(objective: str, num_classes: int,
@@ -87,12 +99,14 @@ class BasicBlock(nn.Module):
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
   zero_init_last_bn: bool = False
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = functools.partial(nn.Conv, self.features, (3, 3), use_bias=False,
                              padding=((1, 1), (1, 1)), kernel_init=conv_init,
-                             dtype=self.dtype)
+                             dtype=self.dtype,
+                             conv_general_dilated=_conv_fn(self.conv_weight_grad))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                              use_fast_variance=self.use_fast_variance)
@@ -119,6 +133,10 @@ class CifarResNet(nn.Module):
     zero_init_heads: Zero-initialise the heads (big_vision style) instead of
       PyTorch's default Linear init.
     zero_init_last_bn: Zero-initialise each block's last BatchNorm scale.
+    conv_weight_grad: ``"xla"`` (XLA's own convolution gradients) or
+      ``"matmul"`` (weight gradients as one matmul over 3x3 patches,
+      :mod:`sla_jax.models.conv_ops`; 2-3x faster on XLA's CPU backend, same
+      values to float rounding).
 
   Call ``model.apply(variables, x, train=...)`` on NHWC images; in training
   pass ``mutable=["batch_stats"]``. Returns ``{"features": [B, 64], **heads}``.
@@ -129,6 +147,7 @@ class CifarResNet(nn.Module):
   use_fast_variance: bool = False
   zero_init_heads: bool = False
   zero_init_last_bn: bool = False
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
@@ -138,7 +157,8 @@ class CifarResNet(nn.Module):
     blocks_per_stage = (self.depth - 2) // 6
     x = x.astype(self.dtype)
     x = nn.Conv(16, (3, 3), use_bias=False, padding=((1, 1), (1, 1)),
-                kernel_init=conv_init, dtype=self.dtype, name="conv_1_3x3")(x)
+                kernel_init=conv_init, dtype=self.dtype, name="conv_1_3x3",
+                conv_general_dilated=_conv_fn(self.conv_weight_grad))(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, use_fast_variance=self.use_fast_variance,
                      name="bn_1")(x)
@@ -149,6 +169,7 @@ class CifarResNet(nn.Module):
         x = BasicBlock(width, strides, dtype=self.dtype,
                        use_fast_variance=self.use_fast_variance,
                        zero_init_last_bn=self.zero_init_last_bn,
+                       conv_weight_grad=self.conv_weight_grad,
                        name=f"stage_{stage}_{i}")(x, train)
     features = jnp.mean(x, axis=(1, 2))
     out = {"features": features}

@@ -1,0 +1,1 @@
+"""Benchmarks against the original PyTorch SLA step (needs ``pip install -e .[bench]``)."""

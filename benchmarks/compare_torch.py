@@ -1,0 +1,127 @@
+"""Our jitted SLA train step vs the PyTorch re-implementation, same batch shape, alternating.
+
+    pip install -e .[bench]
+    python -m benchmarks.compare_torch --batch_size 128 --rounds 5
+
+Both do one SGD step of ResNet-{depth} on ``batch_size`` images x 4 rotations
+(CE on joint labels, momentum 0.9, weight decay 1e-4). The script first checks
+that the PyTorch re-implementation reproduces the original's loss on the shared
+reference weights (when ../shared is present), then alternates JAX and PyTorch
+calls for ``--rounds`` rounds and prints median step times and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from benchmarks import torch_sla
+from sla_jax import config_lib, objectives, train
+
+REFERENCE = (pathlib.Path(__file__).resolve().parents[2] / "shared" /
+             "reference" / "official_resnet32_rotation.npz")
+
+
+def check_against_reference(path=REFERENCE) -> float | None:
+  """Relative error of the PyTorch step's loss on the reference batch, or None."""
+  if not path.exists():
+    return None
+  ref = np.load(path)
+  model = torch_sla.CifarResNetSLA(32, 40).train()
+  torch_sla.load_reference_weights(model, ref)
+  with torch.no_grad():
+    loss = torch_sla.sla_loss(model, torch.from_numpy(ref["images_nchw"]),
+                              torch.from_numpy(ref["labels"]))
+  return abs(float(loss) - float(ref["sla.loss"])) / float(ref["sla.loss"])
+
+
+def jax_step(depth: int, batch_size: int, dtype: str):
+  """The trainer's own jitted step (on-device data path), ready to call."""
+  config = config_lib.base_config()
+  config.model.depth, config.batch_size, config.model.dtype = depth, batch_size, dtype
+  config.objective, config.transform, config.num_devices = "sla", "rotation", 1
+  objective = objectives.make("sla", 10, "rotation")
+  model, tx, _, init = train.build_model_and_optimizer(config, objective, (32, 32, 3))
+  mesh = train._make_mesh(1)  # pylint: disable=protected-access
+  device_step, _ = train.make_train_steps(model, objective, tx, config,
+                                          max(1024, batch_size),
+                                          NamedSharding(mesh, P("data")))
+  rng = np.random.default_rng(0)
+  n = max(1024, batch_size)
+  data = (jnp.asarray(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)),
+          jnp.asarray(rng.integers(0, 10, n).astype(np.int32)))
+  init_key, seed_key = jax.random.split(jax.random.key(0))
+  replicated = NamedSharding(mesh, P())
+  holder = {"state": jax.jit(init, out_shardings=replicated)(init_key)}
+  step = jax.jit(device_step, donate_argnums=(0,),
+                 out_shardings=(replicated, replicated))
+
+  def call():
+    holder["state"], loss = step(holder["state"], *data, seed_key)
+    return float(loss)
+
+  return call
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch_size", type=int, default=128)
+  parser.add_argument("--depth", type=int, default=32)
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--jax_dtype", default="float32")
+  parser.add_argument("--torch_variant", default="fp32",
+                      choices=["fp32", "channels_last", "bf16_channels_last"])
+  parser.add_argument("--json", action="store_true")
+  args = parser.parse_args()
+
+  error = check_against_reference()
+  if error is not None and error > 1e-5:
+    raise SystemExit(f"PyTorch re-implementation is off the reference loss by "
+                     f"{error:.2e} relative; not a fair comparison.")
+  rng = np.random.default_rng(0)
+  images = torch.from_numpy(rng.uniform(-1, 1, (args.batch_size, 3, 32, 32))
+                            .astype(np.float32))
+  labels = torch.from_numpy(rng.integers(0, 10, args.batch_size))
+  _, torch_call = torch_sla.make_step(
+      args.depth, channels_last=args.torch_variant != "fp32",
+      bf16=args.torch_variant.startswith("bf16"))
+  jax_call = jax_step(args.depth, args.batch_size, args.jax_dtype)
+  for _ in range(2):  # compile / warm up both
+    jax_call(), torch_call(images, labels)
+  times = {"jax": [], "torch": []}
+  for _ in range(args.rounds):
+    for name, call in (("jax", jax_call),
+                       ("torch", lambda: float(torch_call(images, labels)))):
+      start = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - start)
+  result = {"batch_size": args.batch_size, "views": 4 * args.batch_size,
+            "depth": args.depth, "jax_dtype": args.jax_dtype,
+            "torch_variant": args.torch_variant, "rounds": args.rounds,
+            "torch_threads": torch.get_num_threads(),
+            "jax_backend": jax.default_backend(),
+            "reference_loss_rel_error": error,
+            "jax_median_s": float(np.median(times["jax"])),
+            "torch_median_s": float(np.median(times["torch"]))}
+  result["jax_speed_vs_torch"] = result["torch_median_s"] / result["jax_median_s"]
+  if args.json:
+    print(json.dumps(result))
+  else:
+    print(f"ResNet-{args.depth}, {args.batch_size} images x 4 views: JAX "
+          f"({args.jax_dtype}) {result['jax_median_s']:.3f} s/step, PyTorch "
+          f"({args.torch_variant}) {result['torch_median_s']:.3f} s/step -> JAX "
+          f"runs at {result['jax_speed_vs_torch']:.2f}x PyTorch's speed "
+          f"(reference loss check: "
+          f"{'skipped' if error is None else f'{error:.1e} rel'})")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,38 @@
+"""The PyTorch re-implementation of the original step (benchmarks/), with the bench extra.
+
+Skipped unless torch is installed (``pip install -e .[bench]``).
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from benchmarks import compare_torch, torch_sla  # pylint: disable=g-import-not-at-top
+
+
+def test_reimplementation_reproduces_the_original_loss_and_step(reference):
+  model = torch_sla.CifarResNetSLA(32, 40).train()
+  torch_sla.load_reference_weights(model, reference)
+  images = torch.from_numpy(reference["images_nchw"])
+  labels = torch.from_numpy(reference["labels"])
+  loss = torch_sla.sla_loss(model, images, labels)
+  np.testing.assert_allclose(float(loss), reference["sla.loss"], rtol=1e-6)
+  opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+  loss.backward()
+  opt.step()
+  after = reference["sla.after.joint_head.weight"]
+  np.testing.assert_allclose(model.joint_head.weight.detach().numpy(), after,
+                             rtol=1e-5, atol=1e-6)
+  assert compare_torch.check_against_reference() < 1e-6
+
+
+def test_step_variants_run_and_learn():
+  images = torch.rand(4, 3, 32, 32) * 2 - 1
+  labels = torch.tensor([0, 1, 2, 3])
+  for kw in ({}, {"channels_last": True}, {"channels_last": True, "bf16": True}):
+    _, step = torch_sla.make_step(depth=8, **kw)
+    first = float(step(images, labels))
+    for _ in range(5):
+      last = float(step(images, labels))
+    assert last < first, kw
