@@ -43,9 +43,10 @@ def check_against_reference(path=REFERENCE) -> float | None:
   return abs(float(loss) - float(ref["sla.loss"])) / float(ref["sla.loss"])
 
 
-def jax_step(depth: int, batch_size: int, dtype: str):
+def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False):
   """The trainer's own jitted step (on-device data path), ready to call."""
   config = config_lib.base_config()
+  config.model.fast_variance = fast_variance
   config.model.depth, config.batch_size, config.model.dtype = depth, batch_size, dtype
   config.objective, config.transform, config.num_devices = "sla", "rotation", 1
   objective = objectives.make("sla", 10, "rotation")
@@ -79,6 +80,8 @@ def main():
   parser.add_argument("--jax_dtype", default="float32")
   parser.add_argument("--torch_variant", default="fp32",
                       choices=["fp32", "channels_last", "bf16_channels_last"])
+  parser.add_argument("--fast_variance", action="store_true",
+                      help="One-pass BatchNorm variance on the JAX side.")
   parser.add_argument("--json", action="store_true")
   args = parser.parse_args()
 
@@ -93,7 +96,8 @@ def main():
   _, torch_call = torch_sla.make_step(
       args.depth, channels_last=args.torch_variant != "fp32",
       bf16=args.torch_variant.startswith("bf16"))
-  jax_call = jax_step(args.depth, args.batch_size, args.jax_dtype)
+  jax_call = jax_step(args.depth, args.batch_size, args.jax_dtype,
+                      args.fast_variance)
   for _ in range(2):  # compile / warm up both
     jax_call(), torch_call(images, labels)
   times = {"jax": [], "torch": []}
@@ -105,6 +109,7 @@ def main():
       times[name].append(time.perf_counter() - start)
   result = {"batch_size": args.batch_size, "views": 4 * args.batch_size,
             "depth": args.depth, "jax_dtype": args.jax_dtype,
+            "jax_fast_variance": args.fast_variance,
             "torch_variant": args.torch_variant, "rounds": args.rounds,
             "torch_threads": torch.get_num_threads(),
             "jax_backend": jax.default_backend(),

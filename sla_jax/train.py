@@ -137,7 +137,9 @@ def build_model_and_optimizer(config, objective, image_shape):
     conv_weight_grad = "matmul" if jax.default_backend() == "cpu" else "xla"
   model = models.CifarResNet(depth=config.model.depth, heads=objective.heads,
                              dtype=jnp.dtype(config.model.dtype),
-                             conv_weight_grad=conv_weight_grad)
+                             conv_weight_grad=conv_weight_grad,
+                             use_fast_variance=config.model.get("fast_variance",
+                                                                False))
   schedule = optim.step_decay_schedule(config.lr, config.total_steps,
                                        tuple(config.lr_decay_at))
   tx = optim.sgd(schedule, config.momentum, config.weight_decay)
@@ -226,12 +228,31 @@ def _host_batches(split: data_lib.Split, config, start_step: int,
 
 
 # ------------------------------------------------------------ evaluation ---
+def eval_outputs(model, group, variables, x):
+  """Eval-mode model outputs for all ``M`` views of ``x`` (rows ``b*M + j``).
+
+  Runs as ``M`` sequential passes of ``len(x)`` views each (images ``j, j+M,
+  ...`` with their views), so aggregated inference costs ``M`` identity-view
+  passes over ``x`` rather than one pass of an M-times larger batch.
+  """
+  m, b = group.num_views, x.shape[0]
+  if m == 1 or b % m:
+    return model.apply(variables, group.apply(x), train=False)
+  chunks = x.reshape((b // m, m) + x.shape[1:]).swapaxes(0, 1)  # [m, b/m, ...]
+  outs = jax.lax.map(
+      lambda chunk: model.apply(variables, group.apply(chunk), train=False),
+      chunks)  # leaves [m, (b/m)*M, ...]: chunk j holds images k*m + j
+  return jax.tree.map(
+      lambda o: o.reshape((m, b // m, m) + o.shape[2:]).swapaxes(0, 1)
+      .reshape((b * m,) + o.shape[2:]), outs)
+
+
 def make_eval_step(model, objective, dtype):
   """``(variables, uint8 images, labels, mask) -> {metric: masked sum}`` (unjitted)."""
 
   def eval_batch(variables, images, labels, mask):
-    views = objective.group.apply(preprocess.normalize(images, dtype))
-    outputs = model.apply(variables, views, train=False)
+    outputs = eval_outputs(model, objective.group, variables,
+                           preprocess.normalize(images, dtype))
     sums = {name: jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
             for name, logits in objective.predictions(outputs).items()}
     sums["loss"] = jnp.sum(objective.loss(outputs, labels, reduce=False) * mask)

@@ -216,3 +216,18 @@ def test_samples_per_class_keeps_k_images_of_each_class():
   np.testing.assert_array_equal(again.train.read_all()[0], dataset.train.read_all()[0])
   _, val_labels = dataset.val.read_all()
   assert len(val_labels) == 100
+
+
+def test_eval_outputs_equal_one_pass_over_all_views():
+  import jax.numpy as jnp
+  from sla_jax import models, transforms
+  group = transforms.get("rotation")
+  model = models.CifarResNet(8, heads={"joint": 40})
+  x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))
+  variables = model.init(jax.random.key(1), x, train=False)
+  ours = jax.jit(lambda v, x: train.eval_outputs(model, group, v, x))(variables, x)
+  one_pass = model.apply(variables, group.apply(x), train=False)
+  for k in ("joint", "features"):
+    np.testing.assert_allclose(ours[k], one_pass[k], rtol=1e-5, atol=1e-5)
+  odd = train.eval_outputs(model, group, variables, x[:7])  # not a multiple of M
+  np.testing.assert_allclose(odd["joint"], one_pass["joint"][:28], rtol=1e-5, atol=1e-5)
