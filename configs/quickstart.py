@@ -10,11 +10,11 @@ Model: CIFAR ResNet-8 (one block per stage), 4 rotations, batch 64 images
 
 Measured on 2 CPU cores, seed 0 (test accuracy at the best validation step;
 wall time of the whole command, compilation and data included):
-  objective=sla       SI 97.64 %, AG 99.33 %                     51 s
-  objective=sla_sd    SI 98.65 %, AG 98.65 %, SD 98.99 %         50 s
-  objective=baseline  97.98 %                                    21 s
-  objective=da        92.26 % (identity view), AG 95.96 %        47 s
-  objective=mt        93.94 % (identity view), AG 95.29 %        53 s
+  objective=sla       SI 94.61 %, AG 98.65 %                     42 s
+  objective=sla_sd    SI 98.32 %, AG 98.99 %, SD 98.99 %         44 s
+  objective=baseline  97.98 %                                    25 s
+  objective=da        93.60 % (identity view), AG 94.95 %        42 s
+  objective=mt        93.60 % (identity view), AG 95.62 %        47 s
 One seed on 297 test images (one image = 0.34 points); the evidence harness
 (a later issue) reports means over seeds.
 """

@@ -11,7 +11,7 @@ from sla_jax.models import conv_ops
 
 @pytest.mark.parametrize("stride,cin,cout", [(1, 3, 8), (2, 8, 16)])
 def test_gradients_equal_xla(stride, cin, cout):
-  x = jax.random.normal(jax.random.key(0), (4, 8, 8, cin))
+  x = jax.random.normal(jax.random.key(0), (4, 16, 16, cin))
   w = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
   args = ((stride, stride), ((1, 1), (1, 1)))
   dn = ("NHWC", "HWIO", "NHWC")
@@ -23,6 +23,19 @@ def test_gradients_equal_xla(stride, cin, cout):
   g_xla = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, w)
   for a, b in zip(g_ours, g_xla):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_small_inputs_keep_xla_gradient(monkeypatch):
+  calls = []
+  monkeypatch.setattr(conv_ops, "_conv3x3", lambda *a: calls.append(a) or None)
+  dn = ("NHWC", "HWIO", "NHWC")
+  w = jnp.zeros((3, 3, 2, 2))
+  conv_ops.conv_general_dilated(jnp.zeros((1, 8, 8, 2)), w, (1, 1), ((1, 1), (1, 1)),
+                                dimension_numbers=dn)
+  assert not calls
+  conv_ops.conv_general_dilated(jnp.zeros((1, 16, 16, 2)), w, (1, 1),
+                                ((1, 1), (1, 1)), dimension_numbers=dn)
+  assert len(calls) == 1
 
 
 def test_other_convolutions_fall_back_to_lax():
@@ -37,7 +50,7 @@ def test_other_convolutions_fall_back_to_lax():
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_model_gradients_match_with_either_implementation(dtype):
-  x = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
+  x = jax.random.normal(jax.random.key(0), (16, 16, 16, 3))
   labels = jnp.arange(4) % 10
   variables = models.CifarResNet(8, heads={"joint": 40}).init(
       jax.random.key(1), x[:2], train=False)

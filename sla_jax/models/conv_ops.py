@@ -4,10 +4,14 @@ XLA's CPU backend computes convolution weight gradients slowly: for the
 stage-1 convs of a ResNet-32 SLA step (512 views of 32x32x16) ~0.9 s each, 20x
 the forward (``python -m benchmarks.xla_conv_grad``). Writing the gradient as
 ``dW = patches(x)^T @ dy`` (the nine shifted copies of the padded input side by
-side, times the output gradient) is 2-3x faster there. The forward and the
-input gradient stay XLA's own convolutions. Pass :func:`conv_general_dilated`
-to ``flax.linen.Conv(conv_general_dilated=...)``; any other convolution than a
-3x3 NHWC/HWIO one with padding 1 falls back to ``lax.conv_general_dilated``.
+side, times the output gradient) is 2-3x faster there for inputs of 16x16
+and larger; at 8x8 the two are even and below that XLA's own is faster (the
+quickstart's 8x8 digits: 40 s with XLA's vs 49 s with the matmul everywhere),
+so smaller inputs keep XLA's gradient (:data:`MIN_MATMUL_PIXELS`). The forward
+and the input gradient stay XLA's own convolutions. Pass
+:func:`conv_general_dilated` to ``flax.linen.Conv(conv_general_dilated=...)``;
+any other convolution than a 3x3 NHWC/HWIO one with padding 1 falls back to
+``lax.conv_general_dilated``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["conv_general_dilated", "weight_grad_matmul"]
+__all__ = ["conv_general_dilated", "weight_grad_matmul", "MIN_MATMUL_PIXELS"]
+
+# Input H*W from which the matmul weight gradient is used (measured crossover,
+# `python -m benchmarks.xla_conv_grad`: 16x16 0.21 s vs XLA 0.35 s; 8x8 even).
+MIN_MATMUL_PIXELS = 16 * 16
 
 
 def _conv(x, w, stride):
@@ -66,6 +74,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                     ("NHWC", "HWIO", "NHWC"))
   supported = (
       lhs.ndim == 4 and tuple(rhs.shape[:2]) == (3, 3)
+      and lhs.shape[1] * lhs.shape[2] >= MIN_MATMUL_PIXELS
       and dimension_numbers in (nhwc, ("NHWC", "HWIO", "NHWC"))
       and feature_group_count == 1
       and tuple(map(tuple, padding)) == ((1, 1), (1, 1))
