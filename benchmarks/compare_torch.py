@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import time
 
@@ -26,8 +27,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from benchmarks import torch_sla
 from sla_jax import config_lib, objectives, train
 
-REFERENCE = (pathlib.Path(__file__).resolve().parents[2] / "shared" /
-             "reference" / "official_resnet32_rotation.npz")
+SHARED = pathlib.Path(os.environ.get(
+    "SLA_SHARED_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared"))
+REFERENCE = SHARED / "reference" / "official_resnet32_rotation.npz"
 
 
 def check_against_reference(path=REFERENCE) -> float | None:
@@ -79,7 +81,12 @@ def main():
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--jax_dtype", default="float32")
   parser.add_argument("--torch_variant", default="fp32",
-                      choices=["fp32", "channels_last", "bf16_channels_last"])
+                      choices=["fp32", "channels_last", "bf16",
+                               "bf16_channels_last"],
+                      help="fp32 is the original's default (on GPUs PyTorch "
+                      "runs float32 convolutions in TF32 by default).")
+  parser.add_argument("--torch_device", default="auto",
+                      help="cpu, cuda, or auto (cuda when available).")
   parser.add_argument("--fast_variance", action="store_true",
                       help="One-pass BatchNorm variance on the JAX side.")
   parser.add_argument("--json", action="store_true")
@@ -89,16 +96,20 @@ def main():
   if error is not None and error > 1e-5:
     raise SystemExit(f"PyTorch re-implementation is off the reference loss by "
                      f"{error:.2e} relative; not a fair comparison.")
+  device = (("cuda" if torch.cuda.is_available() else "cpu")
+            if args.torch_device == "auto" else args.torch_device)
+  # cuDNN autotuning on: PyTorch's faster setting, so the ratio never flatters us.
+  torch.backends.cudnn.benchmark = True
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(-1, 1, (args.batch_size, 3, 32, 32))
-                            .astype(np.float32))
-  labels = torch.from_numpy(rng.integers(0, 10, args.batch_size))
+                            .astype(np.float32)).to(device)
+  labels = torch.from_numpy(rng.integers(0, 10, args.batch_size)).to(device)
   _, torch_call = torch_sla.make_step(
-      args.depth, channels_last=args.torch_variant != "fp32",
-      bf16=args.torch_variant.startswith("bf16"))
+      args.depth, channels_last="channels_last" in args.torch_variant,
+      bf16=args.torch_variant.startswith("bf16"), device=device)
   jax_call = jax_step(args.depth, args.batch_size, args.jax_dtype,
                       args.fast_variance)
-  for _ in range(2):  # compile / warm up both
+  for _ in range(3):  # compile / warm up both (and cuDNN's autotuning)
     jax_call(), torch_call(images, labels)
   times = {"jax": [], "torch": []}
   for _ in range(args.rounds):
@@ -112,6 +123,9 @@ def main():
             "jax_fast_variance": args.fast_variance,
             "torch_variant": args.torch_variant, "rounds": args.rounds,
             "torch_threads": torch.get_num_threads(),
+            "torch_device": device, "torch_version": torch.__version__,
+            "jax_version": jax.__version__,
+            "jax_device": str(jax.devices()[0].device_kind),
             "jax_backend": jax.default_backend(),
             "reference_loss_rel_error": error,
             "jax_median_s": float(np.median(times["jax"])),

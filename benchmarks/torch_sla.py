@@ -86,12 +86,12 @@ def sla_loss(model, images, labels, large_loss=False):
 
 
 def make_step(depth=32, num_classes=10, channels_last=False, bf16=False,
-              lr=0.1, momentum=0.9, weight_decay=1e-4, seed=0):
+              lr=0.1, momentum=0.9, weight_decay=1e-4, seed=0, device="cpu"):
   """Returns ``(model, step)``; ``step(images, labels) -> loss`` does one SGD update."""
   torch.manual_seed(seed)
   model = CifarResNetSLA(depth, num_classes * 4)
   memory_format = torch.channels_last if channels_last else torch.contiguous_format
-  model = model.to(memory_format=memory_format).train()
+  model = model.to(device=device, memory_format=memory_format).train()
   opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                         weight_decay=weight_decay)
 
