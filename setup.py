@@ -34,9 +34,11 @@ setup(
         "pillow",         # image-folder datasets
         "tensorboardX",   # TensorBoard event files without TensorFlow
         "tqdm",
+        "matplotlib",     # the evidence harness's plots (sla_jax.experiments)
     ],
     entry_points={"console_scripts": ["sla-train = sla_jax.main:run",
-                                      "sla-bench = sla_jax.bench:run"]},
+                                      "sla-bench = sla_jax.bench:run",
+                                      "sla-experiments = sla_jax.experiments:run"]},
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
         # The PyTorch re-implementation of the original step (benchmarks/).

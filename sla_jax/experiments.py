@@ -1,0 +1,298 @@
+"""The evidence harness: a grid of trainer runs, resumable, summarised in RESULTS.md.
+
+    python -m sla_jax.experiments --grid configs/grid_digits.py --out results/digits
+    python -m sla_jax.experiments --grid configs/grid_cifar_cpu.py:data=/tmp/cifar10 \
+        --out results/cifar10_cpu
+    python -m sla_jax.experiments --grid ... --out ... --summarize_only
+
+A grid file defines ``get_config(arg)`` returning a ConfigDict with ``title``,
+``config`` (a trainer config spec such as ``configs/quickstart.py``), ``runs``
+(``"objective/transform"`` pairs), ``seeds`` and ``overrides`` (trainer flags
+for every run). Each run is ``python -m sla_jax.main`` in a subprocess with its
+own workdir ``OUT/runs/<objective>_<transform>_seed<k>``: a run whose
+``results.json`` exists is skipped, an interrupted one resumes from its
+checkpoint, so rerunning the same command finishes the grid. Wall time per run
+is summed over its invocations. After the runs, ``OUT/RESULTS.md`` gets the
+mean ± std (over seeds) of every test metric at the best validation step, the
+commands, the machine and the wall times, with two plots beside it:
+``curves.png`` (test accuracy vs step) and ``final.png`` (bar chart).
+``OUT/analysis.md``, if present, is included verbatim (hand-written reading of
+the numbers, kept across regenerations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from absl import app, flags
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+__all__ = ["Run", "expand", "run_grid", "collect", "summarize", "write_results"]
+
+METRICS = ("acc", "acc_si", "acc_ag", "acc_sd")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One trainer run of a grid."""
+  objective: str
+  transform: str
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f"{self.objective}_{self.transform}_seed{self.seed}"
+
+  @property
+  def group(self) -> str:
+    return f"{self.objective}/{self.transform}"
+
+
+def expand(grid: ml_collections.ConfigDict) -> list[Run]:
+  """The grid's runs, seeds innermost so every group gets its first seed early."""
+  runs = []
+  for seed in grid.seeds:
+    for pair in grid.runs:
+      objective, sep, transform = pair.partition("/")
+      if not sep or not objective or not transform:
+        raise ValueError(f"Grid run {pair!r} must be 'objective/transform', "
+                         f"e.g. 'sla/rotation'.")
+      runs.append(Run(objective, transform, int(seed)))
+  return runs
+
+
+def trainer_command(grid, run: Run, workdir: pathlib.Path) -> list[str]:
+  """The ``sla_jax.main`` command line of ``run``."""
+  return [sys.executable, "-m", "sla_jax.main", "--config", grid.config,
+          f"--workdir={workdir}", f"--config.objective={run.objective}",
+          f"--config.transform={run.transform}", f"--config.seed={run.seed}",
+          *[f"--config.{k}={v}" for k, v in sorted(grid.overrides.items())]]
+
+
+def _is_done(workdir: pathlib.Path) -> bool:
+  return (workdir / "results.json").exists()
+
+
+def run_grid(grid, out: pathlib.Path, log=print) -> list[Run]:
+  """Runs every unfinished run of ``grid`` under ``out/runs``; returns the runs."""
+  runs = expand(grid)
+  for i, run in enumerate(runs, 1):
+    workdir = out / "runs" / run.name
+    if _is_done(workdir):
+      log(f"[{i}/{len(runs)}] {run.name}: done, skipped")
+      continue
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = trainer_command(grid, run, workdir)
+    log(f"[{i}/{len(runs)}] {run.name}: {shlex.join(command[1:])}")
+    start = time.perf_counter()
+    with (workdir / "log.txt").open("a") as f:
+      proc = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT,
+                            check=False)
+    wall_file = workdir / "wall_time.json"
+    wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"s": 0}
+    wall["s"] += time.perf_counter() - start
+    wall_file.write_text(json.dumps(wall) + "\n")
+    if proc.returncode != 0:
+      raise RuntimeError(f"Run {run.name} failed (exit {proc.returncode}); see "
+                         f"{workdir / 'log.txt'}. Finished runs are kept; "
+                         f"rerun the command to resume.")
+  return runs
+
+
+def collect(grid, out: pathlib.Path) -> list[dict]:
+  """One record per finished run: its results, curve and wall time."""
+  records = []
+  for run in expand(grid):
+    workdir = out / "runs" / run.name
+    if not _is_done(workdir):
+      continue
+    results = json.loads((workdir / "results.json").read_text())
+    curve = []
+    metrics_file = workdir / "metrics.jsonl"
+    if metrics_file.exists():
+      for line in metrics_file.read_text().splitlines():
+        row = json.loads(line)
+        if any(k.startswith("test/") for k in row):
+          curve.append(row)
+    wall_file = workdir / "wall_time.json"
+    records.append({
+        "run": run, "results": results, "curve": curve,
+        "wall_s": (json.loads(wall_file.read_text())["s"]
+                   if wall_file.exists() else float("nan"))})
+  return records
+
+
+def summarize(records: Sequence[dict]) -> dict[str, dict]:
+  """Group -> {metric: (mean, std, n)} over seeds, for the test metrics."""
+  groups: dict[str, dict[str, list[float]]] = {}
+  for r in records:
+    g = groups.setdefault(r["run"].group, {})
+    for metric in METRICS:
+      if metric in r["results"]["test"]:
+        g.setdefault(metric, []).append(r["results"]["test"][metric])
+  return {group: {m: (float(np.mean(v)),
+                      float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
+                  for m, v in metrics.items()}
+          for group, metrics in groups.items()}
+
+
+def _machine() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  return (f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+          f"{platform.python_implementation()} {platform.python_version()}, "
+          f"jax {jax.__version__} ({jax.default_backend()}: "
+          f"{device.device_kind})")
+
+
+def _plot(grid, records, summary, out: pathlib.Path) -> list[str]:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  groups = list(summary)
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for color, group in zip(plt.cm.tab10.colors, groups):
+    group_records = [r for r in records if r["run"].group == group]
+    selection = group_records[0]["results"]["selection_metric"].split("/")[1]
+    for metric, style in ((selection, "-"), ("acc_ag", "--")):
+      rows = [row for r in group_records for row in r["curve"]
+              if f"test/{metric}" in row]
+      steps = sorted({row["step"] for row in rows})
+      if not steps:
+        continue
+      means = [np.mean([row[f"test/{metric}"] for row in rows
+                        if row["step"] == s]) for s in steps]
+      ax.plot(steps, np.asarray(means) * 100, style, color=color,
+              label=f"{group} {metric}")
+  ax.set_xlabel("step")
+  ax.set_ylabel("test accuracy (%), mean over seeds")
+  ax.set_title(grid.title, fontsize=10)
+  ax.legend(fontsize=7, ncol=2)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(out / "curves.png", dpi=110)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  width = 0.8 / len(METRICS)
+  for k, metric in enumerate(METRICS):
+    xs = [i for i, g in enumerate(groups) if metric in summary[g]]
+    if not xs:
+      continue
+    ax.bar(np.asarray(xs) + (k - 1.5) * width,
+           [summary[groups[i]][metric][0] * 100 for i in xs], width,
+           yerr=[summary[groups[i]][metric][1] * 100 for i in xs],
+           capsize=2, label=metric)
+  ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)
+  ax.set_ylabel("test accuracy (%), mean ± std")
+  lows = [v[0] - v[1] for s in summary.values() for v in s.values()]
+  ax.set_ylim(max(0.0, min(lows) * 100 - 5) if lows else 0, None)
+  ax.set_title(grid.title, fontsize=10)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out / "final.png", dpi=110)
+  plt.close(fig)
+  return ["curves.png", "final.png"]
+
+
+def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
+  """Writes ``out/RESULTS.md`` and the plots from the finished runs."""
+  records = collect(grid, out)
+  if not records:
+    raise RuntimeError(f"No finished runs under {out / 'runs'}; nothing to "
+                       f"summarize.")
+  summary = summarize(records)
+  plots = _plot(grid, records, summary, out)
+  planned = expand(grid)
+  lines = [f"# {grid.title}", "",
+           "Generated by `sla_jax.experiments` from the runs under `runs/`; "
+           "rerun the command to add runs or refresh.", "",
+           "```", f"python -m sla_jax.experiments --grid {grid_spec} "
+           f"--out {out}", "```", "",
+           f"Machine: {_machine()}.", "",
+           f"Runs finished: {len(records)} of {len(planned)} planned "
+           f"({len(grid.runs)} objective/transform pairs × seeds "
+           f"{', '.join(str(s) for s in grid.seeds)}).", ""]
+  if grid.get("description"):
+    lines += [grid.description.strip(), ""]
+  lines += ["## Test accuracy at the best validation step (%, mean ± std over "
+            "seeds, n = seeds)", "",
+            "| objective/transform | n | " + " | ".join(METRICS) + " |",
+            "|---|---:|" + "---:|" * len(METRICS)]
+  for group, metrics in summary.items():
+    n = max(v[2] for v in metrics.values())
+    cells = [f"{metrics[m][0] * 100:.2f} ± {metrics[m][1] * 100:.2f}"
+             if m in metrics else "–" for m in METRICS]
+    lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
+  lines += ["", "`acc`: the class head on the original image (baseline, DA, "
+            "MT); `acc_si`: SLA's single inference (identity view's joint "
+            "logits); `acc_ag`: aggregated over the M views; `acc_sd`: the "
+            "self-distilled single head.", ""]
+  lines += [f"![test accuracy vs step]({plots[0]})", "",
+            f"![final test accuracy]({plots[1]})", ""]
+  lines += ["## Runs", "", "Each run: `" + shlex.join(
+      ["python", "-m", "sla_jax.main", "--config", grid.config,
+       "--workdir=runs/NAME", "--config.objective=O", "--config.transform=T",
+       "--config.seed=S",
+       *[f"--config.{k}={v}" for k, v in sorted(grid.overrides.items())]]) +
+            "`", "",
+            "| run | best step / final | selection metric | test "
+            "(selection) | wall time |", "|---|---|---|---:|---:|"]
+  for r in records:
+    res = r["results"]
+    metric = res["selection_metric"].split("/", 1)[1]
+    lines.append(f"| {r['run'].name} | {res['best_step']} / "
+                 f"{res['final_step']} | {res['selection_metric']} | "
+                 f"{res['test'].get(metric, float('nan')) * 100:.2f} | "
+                 f"{r['wall_s']:.0f} s |")
+  analysis = out / "analysis.md"
+  if analysis.exists():
+    lines += ["", analysis.read_text().strip()]
+  path = out / "RESULTS.md"
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+_GRID = config_flags.DEFINE_config_file("grid", None, "Grid file (configs/grid_*.py).",
+                                        lock_config=True)
+_OUT = flags.DEFINE_string("out", None, "Output directory (runs/, RESULTS.md, plots).")
+_SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
+                                    "Only rewrite RESULTS.md from finished runs.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  out = pathlib.Path(_OUT.value)
+  out.mkdir(parents=True, exist_ok=True)
+  spec = flags.FLAGS["grid"].serialize().split("=", 1)[1]
+  try:
+    if not _SUMMARIZE_ONLY.value:
+      run_grid(_GRID.value, out)
+    path = write_results(_GRID.value, spec, out)
+  except (RuntimeError, ValueError) as e:
+    print(f"sla-experiments: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"Wrote {path}")
+
+
+def run():
+  """Console-script entry point."""
+  flags.mark_flags_as_required(["grid", "out"])
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
