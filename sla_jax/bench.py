@@ -115,8 +115,7 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
     n = max(1024, config.batch_size)
     images = rng.integers(0, 256, (n,) + image_shape, dtype=np.uint8)
     labels = rng.integers(0, num_classes, n).astype(np.int32)
-  objective = objectives.make(config.objective, num_classes, config.transform,
-                              config.large_loss, config.temperature)
+  objective = objectives.from_config(config, num_classes)
   model, tx, _, init = train.build_model_and_optimizer(config, objective,
                                                        image_shape)
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
@@ -124,9 +123,10 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   device_step, _ = train.make_train_steps(model, objective, tx, config,
                                           len(labels), batch_sharding)
   train_data = jax.device_put((images, labels), replicated)
-  m = objective.num_views
+  m = objective.input_views
   common = {"objective": objective.name, "transform": objective.group.name,
-            "num_views": m, "depth": config.model.depth,
+            "num_views": m, "feature_variants": objective.feature_views,
+            "depth": config.model.depth,
             "dtype": config.model.dtype, "batch_size": config.batch_size,
             "devices": n_dev, "device_kind": jax.devices()[0].device_kind,
             "backend": jax.default_backend()}

@@ -70,6 +70,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.transform = "rotation"      # any name from sla_jax.transforms
   c.large_loss = False
   c.temperature = 1.0
+  # Feature-level pretext task (sla / sla_sd; sla_jax.feature_transforms): after
+  # model stage `stage` (0 = stem, 1-3), each row becomes V variants, each
+  # discarding one of `groups` channel groups (+ the untouched map first if
+  # `identity`); joint labels over class x input view x variant. 0: off.
+  c.feature_transform = ml_collections.ConfigDict()
+  c.feature_transform.groups = 0
+  c.feature_transform.stage = 2
+  c.feature_transform.identity = True
 
   c.model = ml_collections.ConfigDict()
   c.model.depth = 32

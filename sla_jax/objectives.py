@@ -14,6 +14,11 @@ sla_sd     joint (N*M) + single (N)         ``acc_si``, ``acc_ag``, ``acc_sd``
 aggregation (:func:`sla_jax.losses.aggregated_logits`) otherwise; it is only
 reported when M > 1. The model-selection metric follows the original
 (``single_acc``): ``acc``, ``acc_si`` for SLA, ``acc_sd`` for SLA+SD.
+
+With the feature-level pretext task (``feature_views = V > 1``, see
+:mod:`sla_jax.feature_transforms`; SLA and SLA+SD only) the model turns each of
+the M input views into V feature variants inside the network, and the joint
+label covers class x input transform x feature variant: ``num_views = M * V``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ import dataclasses
 
 import jax
 
-from sla_jax import losses, models, transforms
+from sla_jax import feature_transforms, losses, models, transforms
 
-__all__ = ["Objective", "make"]
+__all__ = ["Objective", "make", "from_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +40,23 @@ class Objective:
   group: transforms.TransformGroup
   large_loss: bool = False
   temperature: float = 1.0
+  feature_views: int = 1
+
+  def __post_init__(self):
+    if self.feature_views > 1 and self.name not in ("sla", "sla_sd"):
+      raise ValueError(f"Feature-level transforms (feature_transform.groups) "
+                       f"work with the sla and sla_sd objectives; got "
+                       f"{self.name!r}.")
+
+  @property
+  def input_views(self) -> int:
+    """M: the input transform's views per image (rows the model is fed)."""
+    return self.group.num_views
 
   @property
   def num_views(self) -> int:
-    return self.group.num_views
+    """Rows per image in the model's outputs: ``M * feature_views``."""
+    return self.group.num_views * self.feature_views
 
   @property
   def heads(self) -> dict[str, int]:
@@ -88,8 +106,20 @@ class Objective:
 
 
 def make(name: str, num_classes: int, transform: str,
-         large_loss: bool = False, temperature: float = 1.0) -> Objective:
+         large_loss: bool = False, temperature: float = 1.0,
+         feature_views: int = 1) -> Objective:
   """Builds an objective; ``baseline`` ignores ``transform`` (one view)."""
   models.heads_for_objective(name, num_classes, 1)  # validates the name
   group = transforms.get("identity" if name == "baseline" else transform)
-  return Objective(name, num_classes, group, large_loss, temperature)
+  return Objective(name, num_classes, group, large_loss, temperature,
+                   feature_views)
+
+
+def from_config(config, num_classes: int) -> Objective:
+  """The objective a trainer config asks for (incl. ``feature_transform``)."""
+  feature = config.get("feature_transform")
+  feature_views = (feature_transforms.num_variants(feature.groups,
+                                                   feature.identity)
+                   if feature and feature.groups else 1)
+  return make(config.objective, num_classes, config.transform,
+              config.large_loss, config.temperature, feature_views)

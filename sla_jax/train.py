@@ -77,6 +77,19 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                       f"{config.model.dtype!r}.")
   if config.total_steps <= 0 or config.batch_size <= 0:
     raise ConfigError("total_steps and batch_size must be positive.")
+  feature = config.get("feature_transform")
+  if feature and feature.groups:
+    if config.objective not in ("sla", "sla_sd"):
+      raise ConfigError(f"feature_transform.groups={feature.groups} needs "
+                        f"objective sla or sla_sd; got {config.objective!r}.")
+    if feature.stage not in (0, 1, 2, 3):
+      raise ConfigError(f"feature_transform.stage must be 0 (after the stem), "
+                        f"1, 2 or 3; got {feature.stage}.")
+    width = (16, 16, 32, 64)[feature.stage]
+    if feature.groups < 2 or width % feature.groups:
+      raise ConfigError(f"feature_transform.groups={feature.groups} must be "
+                        f">= 2 and divide the {width} channels after stage "
+                        f"{feature.stage}.")
 
 
 def _check_against_data(config, objective, dataset, num_devices) -> None:
@@ -135,8 +148,13 @@ def build_model_and_optimizer(config, objective, image_shape):
   conv_weight_grad = config.model.get("conv_weight_grad", "auto")
   if conv_weight_grad == "auto":
     conv_weight_grad = "matmul" if jax.default_backend() == "cpu" else "xla"
+  feature = config.get("feature_transform")
   model = models.CifarResNet(depth=config.model.depth, heads=objective.heads,
                              dtype=jnp.dtype(config.model.dtype),
+                             feature_groups=feature.groups if feature else 0,
+                             feature_stage=feature.stage if feature else 2,
+                             feature_identity=(feature.identity if feature
+                                               else True),
                              conv_weight_grad=conv_weight_grad,
                              use_fast_variance=config.model.get("fast_variance",
                                                                 False))
@@ -238,13 +256,14 @@ def eval_outputs(model, group, variables, x):
   m, b = group.num_views, x.shape[0]
   if m == 1 or b % m:
     return model.apply(variables, group.apply(x), train=False)
+  # With feature variants each pass returns (b/m) * M * V rows, hence the -1.
   chunks = x.reshape((b // m, m) + x.shape[1:]).swapaxes(0, 1)  # [m, b/m, ...]
   outs = jax.lax.map(
       lambda chunk: model.apply(variables, group.apply(chunk), train=False),
       chunks)  # leaves [m, (b/m)*M, ...]: chunk j holds images k*m + j
   return jax.tree.map(
-      lambda o: o.reshape((m, b // m, m) + o.shape[2:]).swapaxes(0, 1)
-      .reshape((b * m,) + o.shape[2:]), outs)
+      lambda o: o.reshape((m, b // m, -1) + o.shape[2:]).swapaxes(0, 1)
+      .reshape((-1,) + o.shape[2:]), outs)
 
 
 def make_eval_step(model, objective, dtype):
@@ -308,9 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     dataset = data_lib.load(config)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  objective = objectives.make(config.objective, dataset.num_classes,
-                              config.transform, config.large_loss,
-                              config.temperature)
+  objective = objectives.from_config(config, dataset.num_classes)
   _check_against_data(config, objective, dataset, mesh.devices.size)
 
   # Model and optimiser.
@@ -435,7 +452,7 @@ def _train_loop(config, state, start_step, train_step, batches, seed_key,
       tick, tick_step = time.perf_counter(), step
       metrics = {"train/loss": mean_loss, "train/lr": float(schedule(step - 1)),
                  "train/images_per_s": images_per_s,
-                 "train/views_per_s": images_per_s * objective.num_views}
+                 "train/views_per_s": images_per_s * objective.input_views}
       if eval_now:
         metrics.update(run_evals(state, step))
       writer.write(step, metrics)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from sla_jax import feature_transforms
 from sla_jax.models import conv_ops
 
 __all__ = ["CifarResNet", "BasicBlock", "heads_for_objective", "DEPTHS",
@@ -137,6 +138,14 @@ class CifarResNet(nn.Module):
       ``"matmul"`` (weight gradients as one matmul over 3x3 patches,
       :mod:`sla_jax.models.conv_ops`; 2-3x faster on XLA's CPU backend, same
       values to float rounding).
+    feature_groups: If >= 2, the feature-level pretext task
+      (:mod:`sla_jax.feature_transforms`): after stage ``feature_stage`` every
+      row is replaced by its ``V`` channel-group-discarding variants, so the
+      layers up to there run once per input row and only the later ones on
+      ``V`` copies; every output then has ``B * V`` rows (row ``b * V + v``).
+    feature_stage: 0 (after the stem), 1, 2 or 3 (after that stage; 3 = just
+      before pooling).
+    feature_identity: Include the untouched map as variant 0 (``V = K + 1``).
 
   Call ``model.apply(variables, x, train=...)`` on NHWC images; in training
   pass ``mutable=["batch_stats"]``. Returns ``{"features": [B, 64], **heads}``.
@@ -148,6 +157,15 @@ class CifarResNet(nn.Module):
   zero_init_heads: bool = False
   zero_init_last_bn: bool = False
   conv_weight_grad: str = "xla"
+  feature_groups: int = 0
+  feature_stage: int = 2
+  feature_identity: bool = True
+
+  def _feature_variants(self, x: jax.Array, stage: int) -> jax.Array:
+    if self.feature_groups and stage == self.feature_stage:
+      return feature_transforms.discard_channel_groups(
+          x, self.feature_groups, self.feature_identity)
+    return x
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
@@ -155,6 +173,9 @@ class CifarResNet(nn.Module):
       raise ValueError(f"CifarResNet depth must be 6n + 2 (e.g. "
                        f"{', '.join(map(str, DEPTHS))}); got {self.depth}.")
     blocks_per_stage = (self.depth - 2) // 6
+    if self.feature_groups and self.feature_stage not in (0, 1, 2, 3):
+      raise ValueError(f"feature_stage must be 0, 1, 2 or 3; got "
+                       f"{self.feature_stage}.")
     x = x.astype(self.dtype)
     x = nn.Conv(16, (3, 3), use_bias=False, padding=((1, 1), (1, 1)),
                 kernel_init=conv_init, dtype=self.dtype, name="conv_1_3x3",
@@ -162,8 +183,10 @@ class CifarResNet(nn.Module):
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, use_fast_variance=self.use_fast_variance,
                      name="bn_1")(x)
-    x = nn.relu(x)
+    x = self._feature_variants(nn.relu(x), 0)
     for stage, width in enumerate((16, 32, 64), start=1):
+      if stage > 1:
+        x = self._feature_variants(x, stage - 1)
       for i in range(blocks_per_stage):
         strides = 2 if (stage > 1 and i == 0) else 1
         x = BasicBlock(width, strides, dtype=self.dtype,
@@ -171,7 +194,7 @@ class CifarResNet(nn.Module):
                        zero_init_last_bn=self.zero_init_last_bn,
                        conv_weight_grad=self.conv_weight_grad,
                        name=f"stage_{stage}_{i}")(x, train)
-    features = jnp.mean(x, axis=(1, 2))
+    features = jnp.mean(self._feature_variants(x, 3), axis=(1, 2))
     out = {"features": features}
     for head, size in (self.heads or {}).items():
       fan_in = features.shape[-1]
