@@ -1,10 +1,12 @@
-"""Evidence grid (a): the five objectives with rotations on the digits, 5 seeds.
+"""Evidence grid (a): the five objectives with rotations on the digits, 5 seeds,
+beside the feature-level pretext task (variant fg4: discard one of 4 channel
+groups after stage 2, alone and combined with rotations).
 
     python -m sla_jax.experiments --grid configs/grid_digits.py --out results/digits
 
 Each run is configs/quickstart.py (ResNet-8, batch 64 images, 600 steps on the
-1 300 training digits; ~40 s on 2 CPU cores), so the grid of 25 runs takes
-~20 minutes. Results: results/digits/RESULTS.md (measured there, with plots).
+1 300 training digits; ~40-70 s on 2 CPU cores), so the grid of 40 runs takes
+~40 minutes. Results: results/digits/RESULTS.md (measured there, with plots).
 """
 
 import ml_collections
@@ -16,9 +18,11 @@ def get_config(arg=None):
   g.title = "Digits (sklearn, 8x8), ResNet-8, 600 steps, rotation"
   g.config = "configs/quickstart.py"
   g.runs = ("baseline/rotation", "da/rotation", "mt/rotation", "sla/rotation",
-            "sla_sd/rotation")
+            "sla_sd/rotation", "sla/identity/fg4", "sla_sd/identity/fg4",
+            "sla_sd/rotation/fg4")
   g.seeds = (0, 1, 2, 3, 4)
   g.overrides = {}
+  g.variants = {"fg4": {"feature_transform": {"groups": 4, "stage": 2}}}
   g.description = (
       "Data: scikit-learn's 1 797 handwritten digits (1 300 train, 200 val, 297 "
       "test; one test image = 0.34 points). Model and schedule: "

@@ -9,7 +9,9 @@ A grid file defines ``get_config(arg)`` returning a ConfigDict with ``title``,
 ``config`` (a trainer config spec such as ``configs/quickstart.py``), ``runs``
 (``"objective/transform"`` pairs), ``seeds`` and ``overrides`` (trainer flags
 for every run). Each run is ``python -m sla_jax.main`` in a subprocess with its
-own workdir ``OUT/runs/<objective>_<transform>_seed<k>``: a run whose
+own workdir ``OUT/runs/<objective>_<transform>[_<variant>]_seed<k>``. A run
+``"objective/transform/variant"`` adds the grid's ``variants[variant]``
+(trainer overrides, e.g. the feature-level pretext task) to that run. A run whose
 ``results.json`` exists is skipped, an interrupted one resumes from its
 checkpoint, so rerunning the same command finishes the grid. Wall time per run
 is summed over its invocations. After the runs, ``OUT/RESULTS.md`` gets the
@@ -49,27 +51,53 @@ class Run:
   objective: str
   transform: str
   seed: int
+  variant: str = ""
 
   @property
   def name(self) -> str:
-    return f"{self.objective}_{self.transform}_seed{self.seed}"
+    variant = f"_{self.variant}" if self.variant else ""
+    return f"{self.objective}_{self.transform}{variant}_seed{self.seed}"
 
   @property
   def group(self) -> str:
-    return f"{self.objective}/{self.transform}"
+    variant = f"/{self.variant}" if self.variant else ""
+    return f"{self.objective}/{self.transform}{variant}"
 
 
 def expand(grid: ml_collections.ConfigDict) -> list[Run]:
   """The grid's runs, seeds innermost so every group gets its first seed early."""
   runs = []
+  variants = grid.get("variants") or {}
   for seed in grid.seeds:
-    for pair in grid.runs:
-      objective, sep, transform = pair.partition("/")
-      if not sep or not objective or not transform:
-        raise ValueError(f"Grid run {pair!r} must be 'objective/transform', "
-                         f"e.g. 'sla/rotation'.")
-      runs.append(Run(objective, transform, int(seed)))
+    for spec in grid.runs:
+      parts = spec.split("/")
+      if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError(f"Grid run {spec!r} must be 'objective/transform' or "
+                         f"'objective/transform/variant', e.g. 'sla/rotation'.")
+      if len(parts) == 3 and parts[2] not in variants:
+        raise ValueError(f"Grid run {spec!r}: variant {parts[2]!r} is not in "
+                         f"the grid's variants ({', '.join(variants) or 'none'}).")
+      runs.append(Run(parts[0], parts[1], int(seed),
+                      parts[2] if len(parts) == 3 else ""))
   return runs
+
+
+def _flatten(tree, prefix="") -> dict:
+  """``{"model": {"depth": 8}}`` -> ``{"model.depth": 8}`` (trainer flag names)."""
+  flat = {}
+  for key, value in tree.items():
+    if hasattr(value, "items"):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _overrides(grid, run: Run) -> dict:
+  overrides = _flatten(grid.overrides)
+  if run.variant:
+    overrides.update(_flatten(grid.variants[run.variant]))
+  return overrides
 
 
 def trainer_command(grid, run: Run, workdir: pathlib.Path) -> list[str]:
@@ -77,7 +105,7 @@ def trainer_command(grid, run: Run, workdir: pathlib.Path) -> list[str]:
   return [sys.executable, "-m", "sla_jax.main", "--config", grid.config,
           f"--workdir={workdir}", f"--config.objective={run.objective}",
           f"--config.transform={run.transform}", f"--config.seed={run.seed}",
-          *[f"--config.{k}={v}" for k, v in sorted(grid.overrides.items())]]
+          *[f"--config.{k}={v}" for k, v in sorted(_overrides(grid, run).items())]]
 
 
 def _is_done(workdir: pathlib.Path) -> bool:
@@ -227,6 +255,9 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
            f"{', '.join(str(s) for s in grid.seeds)}).", ""]
   if grid.get("description"):
     lines += [grid.description.strip(), ""]
+  for name, overrides in (grid.get("variants") or {}).items():
+    lines += [f"Variant `{name}`: " + ", ".join(
+        f"`--config.{k}={v}`" for k, v in _flatten(overrides).items()) + ".", ""]
   lines += ["## Test accuracy at the best validation step (%, mean ± std over "
             "seeds, n = seeds)", "",
             "| objective/transform | n | " + " | ".join(METRICS) + " |",
@@ -246,7 +277,7 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
       ["python", "-m", "sla_jax.main", "--config", grid.config,
        "--workdir=runs/NAME", "--config.objective=O", "--config.transform=T",
        "--config.seed=S",
-       *[f"--config.{k}={v}" for k, v in sorted(grid.overrides.items())]]) +
+       *[f"--config.{k}={v}" for k, v in sorted(_flatten(grid.overrides).items())]]) +
             "`", "",
             "| run | best step / final | selection metric | test "
             "(selection) | wall time |", "|---|---|---|---:|---:|"]
