@@ -19,13 +19,11 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from benchmarks import torch_sla
-from sla_jax import config_lib, objectives, train
+from sla_jax import bench, config_lib
 
 SHARED = pathlib.Path(os.environ.get(
     "SLA_SHARED_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared"))
@@ -51,24 +49,16 @@ def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False):
   config.model.fast_variance = fast_variance
   config.model.depth, config.batch_size, config.model.dtype = depth, batch_size, dtype
   config.objective, config.transform, config.num_devices = "sla", "rotation", 1
-  objective = objectives.make("sla", 10, "rotation")
-  model, tx, _, init = train.build_model_and_optimizer(config, objective, (32, 32, 3))
-  mesh = train._make_mesh(1)  # pylint: disable=protected-access
-  device_step, _ = train.make_train_steps(model, objective, tx, config,
-                                          max(1024, batch_size),
-                                          NamedSharding(mesh, P("data")))
   rng = np.random.default_rng(0)
   n = max(1024, batch_size)
-  data = (jnp.asarray(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)),
-          jnp.asarray(rng.integers(0, 10, n).astype(np.int32)))
-  init_key, seed_key = jax.random.split(jax.random.key(0))
-  replicated = NamedSharding(mesh, P())
-  holder = {"state": jax.jit(init, out_shardings=replicated)(init_key)}
-  step = jax.jit(device_step, donate_argnums=(0,),
-                 out_shardings=(replicated, replicated))
+  images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, n).astype(np.int32)
+  setup = bench.build_train_step(config, images, labels, 10, (32, 32, 3))
+  holder = {"state": setup.state}
 
   def call():
-    holder["state"], loss = step(holder["state"], *data, seed_key)
+    holder["state"], loss = setup.step(holder["state"], *setup.data,
+                                       setup.seed_key)
     return float(loss)
 
   return call

@@ -22,10 +22,12 @@ Prints a table; ``--json`` prints one JSON object per measurement instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import sys
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -95,14 +97,42 @@ def _device_memory() -> int | None:
   return stats.get("peak_bytes_in_use") if stats else None
 
 
+@dataclasses.dataclass
+class TrainStepSetup:
+  """The trainer's jitted on-device train step with its inputs, ready to time."""
+  objective: objectives.Objective
+  model: Any
+  state: train.TrainState
+  step: Any          # jit(device_step), state donated
+  data: tuple        # (uint8 images, labels), replicated on the mesh
+  seed_key: jax.Array
+  mesh: jax.sharding.Mesh
+
+
+def build_train_step(config, images, labels, num_classes: int,
+                     image_shape) -> TrainStepSetup:
+  """Builds what ``sla-train`` runs each step (:func:`train.make_train_steps`)."""
+  mesh = train._make_mesh(config.num_devices)  # pylint: disable=protected-access
+  replicated = NamedSharding(mesh, P())
+  objective = objectives.from_config(config, num_classes)
+  model, tx, _, init = train.build_model_and_optimizer(config, objective,
+                                                       tuple(image_shape))
+  init_key, seed_key = jax.random.split(jax.random.key(config.seed))
+  state = jax.jit(init, out_shardings=replicated)(init_key)
+  device_step, _ = train.make_train_steps(model, objective, tx, config,
+                                          len(labels),
+                                          NamedSharding(mesh, P("data")))
+  step = jax.jit(device_step, donate_argnums=(0,),
+                 out_shardings=(replicated, replicated))
+  return TrainStepSetup(objective, model, state, step,
+                        jax.device_put((images, labels), replicated), seed_key,
+                        mesh)
+
+
 def run_benchmark(config, steps: int = 20, warmup: int = 2,
                   real_data: bool = False, image_shape=None,
                   num_classes=None) -> list[dict]:
   """Runs every measurement; returns one dict per row (see module docstring)."""
-  mesh = train._make_mesh(config.num_devices)  # pylint: disable=protected-access
-  n_dev = mesh.devices.size
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P("data"))
   if real_data:
     dataset = data_lib.load(config)
     images, labels = dataset.train.read_all()
@@ -115,14 +145,11 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
     n = max(1024, config.batch_size)
     images = rng.integers(0, 256, (n,) + image_shape, dtype=np.uint8)
     labels = rng.integers(0, num_classes, n).astype(np.int32)
-  objective = objectives.from_config(config, num_classes)
-  model, tx, _, init = train.build_model_and_optimizer(config, objective,
-                                                       image_shape)
-  init_key, seed_key = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(init, out_shardings=replicated)(init_key)
-  device_step, _ = train.make_train_steps(model, objective, tx, config,
-                                          len(labels), batch_sharding)
-  train_data = jax.device_put((images, labels), replicated)
+  setup = build_train_step(config, images, labels, num_classes, image_shape)
+  objective, model, state = setup.objective, setup.model, setup.state
+  train_data, seed_key = setup.data, setup.seed_key
+  n_dev = setup.mesh.devices.size
+  batch_sharding = NamedSharding(setup.mesh, P("data"))
   m = objective.input_views
   common = {"objective": objective.name, "transform": objective.group.name,
             "num_views": m, "feature_variants": objective.feature_views,
@@ -133,10 +160,8 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   rows = []
 
   # Train step.
-  step = jax.jit(device_step, donate_argnums=(0,),
-                 out_shardings=(replicated, replicated))
   start = time.perf_counter()
-  compiled = step.lower(state, *train_data, seed_key).compile()
+  compiled = setup.step.lower(state, *train_data, seed_key).compile()
   compile_s = time.perf_counter() - start
   holder = {"state": state}
 
