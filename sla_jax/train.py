@@ -451,7 +451,9 @@ def _train_loop(config, state, start_step, train_step, batches, seed_key,
   """
   selection = objective.selection_metric
   unchecked: list[tuple[int, jax.Array]] = []  # (step, loss) not yet fetched
-  losses_since_log: list[float] = []
+  # Saved with checkpoints between log steps (preemption), so a resumed run
+  # logs the same mean loss.
+  losses_since_log: list[float] = list(progress.get("losses_since_log", []))
   tick, tick_step = time.perf_counter(), start_step
   step = start_step
   while step < config.total_steps:
@@ -486,6 +488,7 @@ def _train_loop(config, state, start_step, train_step, batches, seed_key,
                        if k in ("train/loss", f"val/{selection}",
                                 f"test/{selection}")})
     if save_now:
+      progress["losses_since_log"] = losses_since_log
       latest.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           progress=ocp.args.JsonSave(progress)))
