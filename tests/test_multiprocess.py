@@ -68,3 +68,18 @@ def jax_tree_allclose(a, b):
   import jax  # pylint: disable=g-import-not-at-top
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
                a, b)
+
+
+def test_workdir_paths_keep_gs_urls_and_make_local_ones_absolute(tmp_path,
+                                                                 monkeypatch):
+  assert str(train._workdir_path("gs://bucket/sla/run") / "checkpoints") == (
+      "gs://bucket/sla/run/checkpoints")
+  monkeypatch.chdir(tmp_path)
+  assert str(train._workdir_path("runs/a")) == str(tmp_path / "runs" / "a")
+
+
+def test_distributed_env_switch():
+  from sla_jax import distributed  # pylint: disable=g-import-not-at-top
+  assert distributed.requested_by_env({"SLA_DISTRIBUTED": "1"})
+  assert not distributed.requested_by_env({"SLA_DISTRIBUTED": "0"})
+  assert not distributed.requested_by_env({})
