@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -32,14 +33,23 @@ def test_two_processes_match_one(tmp_path):
   config_file = sp.write_config(tmp_path / "config.py", **fields)
   port = sp.free_port()
   multi = tmp_path / "multi"
-  procs = [subprocess.Popen(
-      sp.cli(config_file, multi, "--distributed",
-             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-             f"--process_id={i}"),
-      env=sp.env(local_devices=1), cwd=tmp_path, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with log.open("w") as f:  # files, not pipes: a full pipe would block it
+      procs.append(subprocess.Popen(
+          sp.cli(config_file, multi, "--distributed",
+                 f"--coordinator_address=127.0.0.1:{port}",
+                 "--num_processes=2", f"--process_id={i}"),
+          env=sp.env(local_devices=1), cwd=tmp_path, stdout=f,
+          stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + TIMEOUT_S
   with sp.reaped(*procs):
-    outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+      time.sleep(0.2)
+  outputs = [log.read_text() for log in logs]
+  assert time.monotonic() < deadline, "timed out:\n" + "\n---\n".join(
+      o[-2000:] for o in outputs)
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
 
