@@ -6,7 +6,7 @@
 # On a GPU host set JAX_EXTRA to the jax extra of its CUDA (e.g. cuda12; see the JAX
 # install guide) before the first run; the step is one jit over
 # a ('data',) mesh of every local device, so batch_size must divide by their number.
-# Multi-host TPU pods / GPU clusters: see the scale-out issue (not yet supported).
+# Multi-host TPU pods / GPU clusters: launch/tpu_pod.sh, launch/gpu_host.sh (README "Scaling out").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}

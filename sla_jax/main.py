@@ -3,6 +3,15 @@
 Also installed as ``sla-train``. ``--config file.py[:args]`` loads
 ``get_config(args)``; override any field with ``--config.field=value``.
 Rerunning the same command resumes from the last checkpoint in ``--workdir``.
+
+Multi-process (TPU pod, several GPU hosts): ``--distributed`` (or
+``SLA_DISTRIBUTED=1``) calls ``jax.distributed.initialize`` first; on TPU and
+Slurm it needs nothing else, elsewhere give ``--coordinator_address``,
+``--num_processes`` and ``--process_id`` (or JAX's ``JAX_*`` variables).
+
+Exit status: 0 done; 2 bad config or input; 3 non-finite loss (the last good
+checkpoint is kept); 75 preempted by SIGTERM after saving a checkpoint (rerun
+the same command to resume).
 """
 
 import sys
@@ -10,24 +19,54 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sla_jax import train
+from sla_jax import distributed, preemption, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (e.g. configs/cifar.py:objective=sla).",
     lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; rerun to resume.")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Output directory (local or gs://); rerun to resume.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", None, "Call jax.distributed.initialize() first (one process "
+    "per host). Default: the SLA_DISTRIBUTED environment variable.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (auto on TPU/Slurm).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Number of processes (auto on TPU/Slurm).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's id (auto on TPU/Slurm).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
+  use_distributed = (_DISTRIBUTED.value if _DISTRIBUTED.value is not None
+                     else distributed.requested_by_env())
+  if use_distributed:  # before any JAX computation
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value)
+  elif any(f.present for f in (flags.FLAGS["coordinator_address"],
+                               flags.FLAGS["num_processes"],
+                               flags.FLAGS["process_id"])):
+    raise app.UsageError("--coordinator_address/--num_processes/--process_id "
+                         "need --distributed.")
+  logging.set_verbosity(logging.WARNING if distributed.is_main()
+                        else logging.ERROR)
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (train.ConfigError, FileNotFoundError) as e:
-    print(f"sla-train: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _exit(2, f"sla-train: error: {e}")
+  except FloatingPointError as e:
+    _exit(3, f"sla-train: error: {e}")
+  except preemption.Preempted as e:
+    _exit(preemption.EXIT_CODE, f"sla-train: {e}")
+
+
+def _exit(code: int, message: str) -> None:
+  if distributed.is_main():
+    print(message, file=sys.stderr)
+  sys.exit(code)
 
 
 def run():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
+import os
 
-__all__ = ["MetricWriter"]
+from etils import epath
+
+__all__ = ["MetricWriter", "NullWriter"]
 
 
 class MetricWriter:
@@ -14,26 +16,35 @@ class MetricWriter:
 
   On resume from step ``s``, lines of steps after ``s`` (written before the
   interruption, to be recomputed) are dropped so the file reads as one run.
+  ``workdir`` may be local or ``gs://`` (object stores cannot append, so
+  there the file is rewritten at each write; it is small).
   """
 
-  def __init__(self, workdir: str | pathlib.Path, resume_step: int = 0,
+  def __init__(self, workdir: str | os.PathLike, resume_step: int = 0,
                tensorboard: bool = True):
-    self.path = pathlib.Path(workdir) / "metrics.jsonl"
+    self.path = epath.Path(workdir) / "metrics.jsonl"
+    self._local = "://" not in os.fspath(workdir)
+    self._lines: list[str] = []
     if self.path.exists():
-      kept = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line)["step"] <= resume_step]
-      self.path.write_text("".join(line + "\n" for line in kept))
+      self._lines = [line + "\n" for line in self.path.read_text().splitlines()
+                     if line.strip() and json.loads(line)["step"] <= resume_step]
+      self.path.write_text("".join(self._lines))
     self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(str(workdir))
+      self._tb = SummaryWriter(os.fspath(workdir))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     row = {"step": int(step)}
     row.update({k: float(v) for k, v in metrics.items()})
-    with self.path.open("a") as f:
-      f.write(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v)
-                              else str(v)) for k, v in row.items()}) + "\n")
+    line = json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v)
+                           else str(v)) for k, v in row.items()}) + "\n"
+    self._lines.append(line)
+    if self._local:
+      with self.path.open("a") as f:
+        f.write(line)
+    else:
+      self.path.write_text("".join(self._lines))
     if self._tb is not None:
       for k, v in metrics.items():
         self._tb.add_scalar(k, float(v), int(step))
@@ -42,3 +53,13 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+class NullWriter:
+  """The writer of processes other than 0: writes nothing."""
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    pass
+
+  def close(self) -> None:
+    pass

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-import pathlib
+import os
 import time
 from typing import Any
 
@@ -37,11 +37,13 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from sla_jax import checkpointing, distributed
 from sla_jax import data as data_lib
-from sla_jax import metric_writers, models, objectives, optim, preprocess
-from sla_jax import transforms
+from sla_jax import metric_writers, models, objectives, optim, preemption
+from sla_jax import preprocess, transforms
 
 __all__ = ["ConfigError", "TrainState", "train_and_evaluate"]
 
@@ -111,9 +113,21 @@ def _check_against_data(config, objective, dataset, num_devices) -> None:
   if config.batch_size % jax.process_count():
     raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
                       f"the {jax.process_count()} processes.")
+  if jax.process_count() > 1 and config.data_on_device:
+    # The on-device path holds the whole training set on every device; with
+    # several processes each one reads only its rows through the host pipeline.
+    raise ConfigError(f"data_on_device=True is single-process; with "
+                      f"{jax.process_count()} processes set "
+                      f"--config.data_on_device=False.")
 
 
-def _check_workdir(config, workdir: pathlib.Path) -> None:
+def _workdir_path(workdir) -> epath.Path:
+  """``workdir`` as an epath (local paths made absolute; ``gs://`` kept)."""
+  workdir = os.fspath(workdir)
+  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+
+
+def _check_workdir(config, workdir: epath.Path) -> None:
   """Refuses to resume a run of another config; writes config.json otherwise."""
   path = workdir / "config.json"
   if path.exists() and (workdir / "checkpoints").exists():
@@ -127,7 +141,10 @@ def _check_workdir(config, workdir: pathlib.Path) -> None:
           f"{workdir} holds a run with a different config (fields: "
           f"{', '.join(changed)}); resume it with the same config or use a "
           f"new --workdir.")
-  path.write_text(config.to_json(indent=2))
+  if distributed.is_main():
+    tmp = workdir / "config.json.tmp"  # atomic: other processes may read it
+    tmp.write_text(config.to_json(indent=2))
+    tmp.replace(path)
 
 
 # ------------------------------------------------------------------- mesh ---
@@ -137,6 +154,10 @@ def _make_mesh(num_devices: int) -> jax.sharding.Mesh:
   if not 1 <= n <= len(devices):
     raise ConfigError(f"num_devices={num_devices} but JAX sees {len(devices)} "
                       f"devices.")
+  if jax.process_count() > 1 and n != len(devices):
+    raise ConfigError(f"num_devices={num_devices}: with {jax.process_count()} "
+                      f"processes the mesh spans all {len(devices)} devices; "
+                      f"use num_devices=-1.")
   # Auto axes: XLA propagates the batch sharding (sharding "in types" is opt-in).
   return jax.make_mesh((n,), ("data",), devices=devices[:n],
                        axis_types=(jax.sharding.AxisType.Auto,))
@@ -283,21 +304,24 @@ def make_eval_step(model, objective, dtype):
 def _make_evaluator(model, objective, config, mesh):
   n_dev = mesh.devices.size
   batch_size = -(-config.eval_batch_size // n_dev) * n_dev
+  local_size = batch_size // jax.process_count()
   batch_sharding = NamedSharding(mesh, P("data"))
   eval_batch = jax.jit(make_eval_step(model, objective,
-                                      jnp.dtype(config.model.dtype)))
+                                      jnp.dtype(config.model.dtype)),
+                       out_shardings=NamedSharding(mesh, P()))
 
   def evaluate(state: TrainState, split: data_lib.Split):
-    """Masked sums over the whole split: every image counted exactly once."""
+    """Masked sums over the whole split: every image counted exactly once.
+
+    Each process reads only its rows of every (padded) global batch.
+    """
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     totals: dict[str, float] = {}
     for start in range(0, split.size, batch_size):
-      x, y = split.read(np.arange(start, min(start + batch_size, split.size)))
-      pad = batch_size - len(y)
-      mask = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
-      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-      y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      put = lambda a: jax.device_put(a, batch_sharding)
+      rows = start + jax.process_index() * local_size + np.arange(local_size)
+      mask = (rows < split.size).astype(np.float32)
+      x, y = split.read(np.where(rows < split.size, rows, 0))  # pad: image 0
+      put = lambda a: jax.make_array_from_process_local_data(batch_sharding, a)
       sums = eval_batch(variables, put(x), put(y), put(mask))
       for k, v in jax.device_get(sums).items():
         totals[k] = totals.get(k, 0.0) + float(v)
@@ -308,14 +332,18 @@ def _make_evaluator(model, objective, config, mesh):
 
 # ------------------------------------------------------------------ loop ---
 def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str | pathlib.Path) -> dict[str, Any]:
+                       workdir: str | os.PathLike) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint).
 
   Returns the content of ``results.json``: the config, the step with the best
   validation accuracy, and every validation and test metric at that step.
+  Raises ``FloatingPointError`` on a non-finite loss (nothing non-finite is
+  saved) and ``preemption.Preempted`` after SIGTERM (a checkpoint is saved).
+  With several processes (``jax.distributed``) every process calls this;
+  only process 0 writes logs, metrics and results.
   """
   _check_config(config)
-  workdir = pathlib.Path(workdir).absolute()
+  workdir = _workdir_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   _check_workdir(config, workdir)
   mesh = _make_mesh(config.num_devices)
@@ -348,11 +376,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       workdir / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1,
                                                              create=True))
   progress: dict[str, Any] = {"best": None}
-  if latest.latest_step() is not None:
-    step = latest.latest_step()
-    restored = latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        progress=ocp.args.JsonRestore()))
+  step, restored = checkpointing.restore_newest_readable(
+      latest, ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                 progress=ocp.args.JsonRestore()),
+      quarantine=workdir / "checkpoints_unusable",
+      is_valid=lambda r: bool(checkpointing.all_finite(r["state"])))
+  if step is not None:
     state, progress = restored["state"], restored["progress"]
     logging.info("Resumed from %s at step %d.", workdir / "checkpoints", step)
   else:
@@ -371,7 +400,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train_step = jax.jit(step_fn, donate_argnums=(0,),
                        out_shardings=(replicated, replicated))
   evaluate = _make_evaluator(model, objective, config, mesh)
-  writer = metric_writers.MetricWriter(workdir, resume_step=start_step)
+  main_process = distributed.is_main()
+  writer = (metric_writers.MetricWriter(workdir, resume_step=start_step)
+            if main_process else metric_writers.NullWriter())
   selection = objective.selection_metric
 
   def run_evals(state, step):
@@ -392,11 +423,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # The loop.
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=config.total_steps, initial=start_step, unit="step",
-             dynamic_ncols=True, disable=None)
+             dynamic_ncols=True, disable=None if main_process else True)
   try:
-    step = _train_loop(config, state, start_step, train_step, batches,
-                       seed_key, run_evals, latest, progress, writer, bar,
-                       schedule, objective, workdir)
+    with preemption.Watcher() as watcher:
+      step, state = _train_loop(config, state, start_step, train_step,
+                                batches, seed_key, run_evals, latest,
+                                progress, writer, bar, schedule, objective,
+                                workdir, watcher)
   finally:  # also on interruption: finish in-flight saves, flush the logs
     bar.close()
     latest.close()
@@ -417,36 +450,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "val": {k[4:]: v for k, v in best["metrics"].items() if k.startswith("val/")},
       "test": {k[5:]: v for k, v in best["metrics"].items() if k.startswith("test/")},
   }
-  (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-  _print_results(results)
+  if main_process:
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _print_results(results)
+  distributed.sync("sla_train_end")
   return results
 
 
 
 def _train_loop(config, state, start_step, train_step, batches, seed_key,
                 run_evals, latest, progress, writer, bar, schedule, objective,
-                workdir) -> int:
-  """Steps from ``start_step`` to ``total_steps``; logs, evaluates, checkpoints."""
+                workdir, watcher) -> tuple[int, TrainState]:
+  """Steps from ``start_step`` to ``total_steps``; logs, evaluates, checkpoints.
+
+  Before every log, evaluation and save the losses since the last check and
+  the parameters are checked to be finite, so no checkpoint holds nan/inf.
+  """
   selection = objective.selection_metric
-  pending_losses = []
+  unchecked: list[tuple[int, jax.Array]] = []  # (step, loss) not yet fetched
+  # Saved with checkpoints between log steps (preemption), so a resumed run
+  # logs the same mean loss.
+  losses_since_log: list[float] = list(progress.get("losses_since_log", []))
   tick, tick_step = time.perf_counter(), start_step
   step = start_step
   while step < config.total_steps:
     images, labels = next(batches)
     state, loss = train_step(state, images, labels, seed_key)
-    pending_losses.append(loss)
     step += 1
+    unchecked.append((step, loss))
     bar.update(1)
+    preempted = watcher.reached(step)
     log_now = step % config.log_every == 0 or step == config.total_steps
     eval_now = step % config.eval_every == 0 or step == config.total_steps
+    save_now = (step % config.checkpoint_every == 0
+                or step == config.total_steps or preempted)
+    if not (log_now or eval_now or save_now):
+      continue
+    losses_since_log += _checked_losses(unchecked, state, latest, workdir)
+    unchecked = []
     if log_now or eval_now:
-      mean_loss = float(np.mean(jax.device_get(pending_losses)))
-      if not np.isfinite(mean_loss):
-        raise FloatingPointError(
-            f"Training loss is {mean_loss} at step {step}; the last good "
-            f"checkpoint is step {latest.latest_step()} in {workdir}. Lower "
-            f"lr or check the data.")
-      pending_losses = []
+      mean_loss = float(np.mean(losses_since_log))
+      losses_since_log = []
       elapsed = time.perf_counter() - tick
       images_per_s = (step - tick_step) * config.batch_size / elapsed
       tick, tick_step = time.perf_counter(), step
@@ -460,11 +504,33 @@ def _train_loop(config, state, start_step, train_step, batches, seed_key,
                        for k, v in metrics.items()
                        if k in ("train/loss", f"val/{selection}",
                                 f"test/{selection}")})
-    if step % config.checkpoint_every == 0 or step == config.total_steps:
+    if save_now:
+      progress["losses_since_log"] = losses_since_log
       latest.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           progress=ocp.args.JsonSave(progress)))
-  return step
+    if preempted:
+      latest.wait_until_finished()
+      raise preemption.Preempted(step, workdir / "checkpoints")
+  return step, state
+
+
+def _checked_losses(unchecked, state, latest, workdir) -> list[float]:
+  """The losses as floats; FloatingPointError naming the first non-finite step."""
+  steps = [s for s, _ in unchecked]
+  values = [float(v) for v in jax.device_get([l for _, l in unchecked])]
+  bad = checkpointing.first_non_finite(steps, values)
+  if bad is None and not bool(checkpointing.all_finite(
+      (state.params, state.batch_stats))):
+    bad = steps[-1]
+  if bad is not None:
+    raise FloatingPointError(
+        f"non-finite training loss or parameters at step {bad}; stopped "
+        f"without saving it. The last good checkpoint is step "
+        f"{latest.latest_step()} in {workdir / 'checkpoints'}. Lower lr or "
+        f"check the data.")
+  return values
+
 
 def _print_results(results: dict[str, Any]) -> None:
   names = sorted(set(results["val"]) | set(results["test"]))

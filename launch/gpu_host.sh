@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# GPU hosts: one process per host driving all of its GPUs.
+#
+# One host (all local GPUs, no jax.distributed needed):
+#   bash launch/gpu_host.sh --config configs/cifar.py:objective=sla --workdir workdirs/sla
+#
+# Several hosts: run this on every host with the same arguments, the address of host 0,
+# the number of hosts and this host's index (0..N-1); the workdir must be shared by all
+# hosts (gs:// or a network filesystem) and data read through the host pipeline:
+#   COORDINATOR=10.0.0.1:12345 NUM_PROCESSES=2 PROCESS_ID=0 bash launch/gpu_host.sh \
+#     --config configs/cifar.py:objective=sla --workdir gs://BUCKET/sla \
+#     --config.data_on_device=False
+# (Under Slurm or Open MPI set only SLA_DISTRIBUTED=1: JAX detects the rest.)
+#
+# JAX_EXTRA picks the CUDA build installed on the first run (default cuda12).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "jax[${JAX_EXTRA:-cuda12}]>=0.10.2,<0.11"
+  "$VENV/bin/pip" install -q -e .
+fi
+flags=()
+if [ -n "${NUM_PROCESSES:-}" ]; then
+  : "${COORDINATOR:?set COORDINATOR=host0:port}" "${PROCESS_ID:?set PROCESS_ID}"
+  flags=(--distributed "--coordinator_address=$COORDINATOR"
+         "--num_processes=$NUM_PROCESSES" "--process_id=$PROCESS_ID")
+fi
+exec "$VENV/bin/python" -m sla_jax.main "${flags[@]}" "$@"
