@@ -41,6 +41,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # before JAX logs its backend search
   use_distributed = (_DISTRIBUTED.value if _DISTRIBUTED.value is not None
                      else distributed.requested_by_env())
   if use_distributed:  # before any JAX computation
@@ -51,8 +52,8 @@ def main(argv):
                                flags.FLAGS["process_id"])):
     raise app.UsageError("--coordinator_address/--num_processes/--process_id "
                          "need --distributed.")
-  logging.set_verbosity(logging.WARNING if distributed.is_main()
-                        else logging.ERROR)
+  if not distributed.is_main():
+    logging.set_verbosity(logging.ERROR)
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (train.ConfigError, FileNotFoundError) as e:
