@@ -16,7 +16,7 @@ import pytest
 import subprocess_util as sp
 from sla_jax import train
 
-TIMEOUT_S = 240
+TIMEOUT_S = 600  # generous: CI runs two test workers on 2 cores
 # Long enough that a run is still going when it is killed; evals kept rare.
 LONG = dict(total_steps=120, log_every=10, eval_every=60, checkpoint_every=10)
 

@@ -10,7 +10,7 @@ import pytest
 import subprocess_util as sp
 from sla_jax import train
 
-TIMEOUT_S = 240
+TIMEOUT_S = 600  # generous: CI runs two test workers on 2 cores
 
 
 def _gloo_available() -> bool:
