@@ -14,18 +14,11 @@
 #
 # JAX_EXTRA picks the CUDA build installed on the first run (default cuda12).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q "jax[${JAX_EXTRA:-cuda12}]>=0.10.2,<0.11"
-  "$VENV/bin/pip" install -q -e .
-fi
 flags=()
 if [ -n "${NUM_PROCESSES:-}" ]; then
   : "${COORDINATOR:?set COORDINATOR=host0:port}" "${PROCESS_ID:?set PROCESS_ID}"
   flags=(--distributed "--coordinator_address=$COORDINATOR"
          "--num_processes=$NUM_PROCESSES" "--process_id=$PROCESS_ID")
 fi
-exec "$VENV/bin/python" -m sla_jax.main "${flags[@]}" "$@"
+# launch/run.sh: the venv (with jax[$JAX_EXTRA] on its first run), then the trainer.
+JAX_EXTRA=${JAX_EXTRA:-cuda12} exec bash "$(dirname "$0")/run.sh" "${flags[@]}" "$@"
