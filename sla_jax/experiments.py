@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -226,7 +226,7 @@ def _plot(grid, records, summary, out: pathlib.Path) -> list[str]:
   ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)
   ax.set_ylabel("test accuracy (%), mean ± std")
   lows = [v[0] - v[1] for s in summary.values() for v in s.values()]
-  ax.set_ylim(max(0.0, min(lows) * 100 - 5) if lows else 0, None)
+  ax.set_ylim(max(0.0, min(lows) * 100 - 5) if lows else 0, 100)
   ax.set_title(grid.title, fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -306,6 +306,7 @@ _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   spec = flags.FLAGS["grid"].serialize().split("=", 1)[1]
