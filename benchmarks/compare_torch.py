@@ -49,10 +49,7 @@ def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False):
   config.model.fast_variance = fast_variance
   config.model.depth, config.batch_size, config.model.dtype = depth, batch_size, dtype
   config.objective, config.transform, config.num_devices = "sla", "rotation", 1
-  rng = np.random.default_rng(0)
-  n = max(1024, batch_size)
-  images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-  labels = rng.integers(0, 10, n).astype(np.int32)
+  images, labels = bench.synthetic_data(batch_size, (32, 32, 3), 10)
   setup = bench.build_train_step(config, images, labels, 10, (32, 32, 3))
   holder = {"state": setup.state}
 

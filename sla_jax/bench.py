@@ -109,6 +109,14 @@ class TrainStepSetup:
   mesh: jax.sharding.Mesh
 
 
+def synthetic_data(batch_size: int, image_shape, num_classes: int):
+  """Seeded uint8 images and int32 labels: at least a batch, at least 1 024."""
+  rng = np.random.default_rng(0)
+  n = max(1024, batch_size)
+  images = rng.integers(0, 256, (n,) + tuple(image_shape), dtype=np.uint8)
+  return images, rng.integers(0, num_classes, n).astype(np.int32)
+
+
 def build_train_step(config, images, labels, num_classes: int,
                      image_shape) -> TrainStepSetup:
   """Builds what ``sla-train`` runs each step (:func:`train.make_train_steps`)."""
@@ -141,10 +149,7 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
     known_shape, known_classes = _KNOWN.get(config.dataset, ((32, 32, 3), 10))
     image_shape = tuple(int(x) for x in (image_shape or known_shape))
     num_classes = num_classes or known_classes
-    rng = np.random.default_rng(0)
-    n = max(1024, config.batch_size)
-    images = rng.integers(0, 256, (n,) + image_shape, dtype=np.uint8)
-    labels = rng.integers(0, num_classes, n).astype(np.int32)
+    images, labels = synthetic_data(config.batch_size, image_shape, num_classes)
   setup = build_train_step(config, images, labels, num_classes, image_shape)
   objective, model, state = setup.objective, setup.model, setup.state
   train_data, seed_key = setup.data, setup.seed_key

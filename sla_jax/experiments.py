@@ -100,9 +100,9 @@ def _overrides(grid, run: Run) -> dict:
   return overrides
 
 
-def trainer_command(grid, run: Run, workdir: pathlib.Path) -> list[str]:
+def trainer_command(grid, run: Run, workdir, python=sys.executable) -> list[str]:
   """The ``sla_jax.main`` command line of ``run``."""
-  return [sys.executable, "-m", "sla_jax.main", "--config", grid.config,
+  return [python, "-m", "sla_jax.main", "--config", grid.config,
           f"--workdir={workdir}", f"--config.objective={run.objective}",
           f"--config.transform={run.transform}", f"--config.seed={run.seed}",
           *[f"--config.{k}={v}" for k, v in sorted(_overrides(grid, run).items())]]
@@ -273,12 +273,9 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
             "self-distilled single head.", ""]
   lines += [f"![test accuracy vs step]({plots[0]})", "",
             f"![final test accuracy]({plots[1]})", ""]
+  template = Run("O", "T", "S")  # type: ignore[arg-type]
   lines += ["## Runs", "", "Each run: `" + shlex.join(
-      ["python", "-m", "sla_jax.main", "--config", grid.config,
-       "--workdir=runs/NAME", "--config.objective=O", "--config.transform=T",
-       "--config.seed=S",
-       *[f"--config.{k}={v}" for k, v in sorted(_flatten(grid.overrides).items())]]) +
-            "`", "",
+      trainer_command(grid, template, "runs/NAME", python="python")) + "`", "",
             "| run | best step / final | selection metric | test "
             "(selection) | wall time |", "|---|---|---|---:|---:|"]
   for r in records:

@@ -87,7 +87,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     if feature.stage not in (0, 1, 2, 3):
       raise ConfigError(f"feature_transform.stage must be 0 (after the stem), "
                         f"1, 2 or 3; got {feature.stage}.")
-    width = (16, 16, 32, 64)[feature.stage]
+    width = models.STAGE_CHANNELS[feature.stage]
     if feature.groups < 2 or width % feature.groups:
       raise ConfigError(f"feature_transform.groups={feature.groups} must be "
                         f">= 2 and divide the {width} channels after stage "

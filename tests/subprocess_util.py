@@ -1,6 +1,7 @@
 """Helpers for tests that run the trainer CLI in subprocesses (bounded, always reaped)."""
 
 import contextlib
+import json
 import os
 import pathlib
 import socket
@@ -8,13 +9,20 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT_S = 600  # generous: CI runs two test workers on 2 cores
 
-TINY = {  # tests/test_train.py's tiny_config, as config-file lines
+TINY = {  # the tiny digits run every trainer test starts from
     "dataset": "digits", "val_size": 100, "crop_padding": 1, "objective": "sla",
     "model.depth": 8, "batch_size": 16, "total_steps": 20, "eval_every": 10,
     "eval_batch_size": 256, "log_every": 5, "checkpoint_every": 10,
     "num_devices": 1,
 }
+
+
+def metric_rows(workdir) -> list:
+  """The rows of ``workdir/metrics.jsonl``, in order."""
+  text = (pathlib.Path(workdir) / "metrics.jsonl").read_text()
+  return [json.loads(line) for line in text.splitlines()]
 
 
 def restore_params(workdir, step):

@@ -16,13 +16,9 @@ import pytest
 import subprocess_util as sp
 from sla_jax import train
 
-TIMEOUT_S = 600  # generous: CI runs two test workers on 2 cores
 # Long enough that a run is still going when it is killed; evals kept rare.
 LONG = dict(total_steps=120, log_every=10, eval_every=60, checkpoint_every=10)
 
-
-def _rows(workdir):
-  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _assert_same_run(a, b):
@@ -32,7 +28,7 @@ def _assert_same_run(a, b):
   assert rb["best_step"] == ra["best_step"] and rb["final_step"] == ra["final_step"]
   assert rb["test"] == pytest.approx(ra["test"], rel=1e-5)
   assert rb["val"] == pytest.approx(ra["val"], rel=1e-5)
-  rows_a, rows_b = _rows(a), _rows(b)
+  rows_a, rows_b = sp.metric_rows(a), sp.metric_rows(b)
   assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
   for x, y in zip(rows_a, rows_b):
     for k in x:
@@ -54,7 +50,7 @@ def _start(config_file, workdir):
                           stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(predicate, proc, timeout=TIMEOUT_S):
+def _wait_for(predicate, proc, timeout=sp.TIMEOUT_S):
   deadline = time.monotonic() + timeout
   while not predicate():
     assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -75,7 +71,7 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, straight):
   assert not (workdir / "results.json").exists()
   rerun = subprocess.run(sp.cli(config_file, workdir), env=sp.env(),
                          cwd=tmp_path, capture_output=True, text=True,
-                         timeout=TIMEOUT_S)
+                         timeout=sp.TIMEOUT_S)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   _assert_same_run(straight, workdir)
 
@@ -89,7 +85,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path, straight,
     # The first metrics row is written inside the loop (handler installed).
     _wait_for(lambda: (workdir / "metrics.jsonl").exists(), proc)
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=TIMEOUT_S)
+    _, stderr = proc.communicate(timeout=sp.TIMEOUT_S)
   assert proc.returncode == 75, stderr[-3000:]
   last_line = stderr.strip().splitlines()[-1]
   step = int(re.fullmatch(r"sla-train: preempted \(SIGTERM\) at step (\d+); "
@@ -123,7 +119,7 @@ def test_corrupt_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
   moved = list((workdir / "checkpoints_unusable").iterdir())
   assert [p.name.split("-")[0] for p in moved] == ["20"]  # kept, not deleted
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["10", "20"]
-  assert [r["step"] for r in _rows(workdir)] == [5, 10, 15, 20]  # 15, 20 redone
+  assert [r["step"] for r in sp.metric_rows(workdir)] == [5, 10, 15, 20]  # 15, 20 redone
   _assert_same_run(reference, workdir)
 
 
@@ -135,7 +131,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path):
   workdir = tmp_path / "run"
   proc = subprocess.run(sp.cli(config_file, workdir), env=sp.env(),
                         cwd=tmp_path, capture_output=True, text=True,
-                        timeout=TIMEOUT_S)
+                        timeout=sp.TIMEOUT_S)
   assert proc.returncode == 3, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr
   last_line = proc.stderr.strip().splitlines()[-1]

@@ -1,12 +1,11 @@
 """The feature-level pretext task: channel-group discarding, joint labels, model, trainer."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import subprocess_util as sp
 from sla_jax import (feature_transforms, losses, models, objectives, train,
                      transforms)
 from test_train import tiny_config
@@ -134,7 +133,7 @@ def test_trainer_end_to_end_with_input_and_feature_transforms(tmp_path):
   results = train.train_and_evaluate(c, tmp_path)
   assert results["num_views"] == 4 * 3
   assert set(results["test"]) == {"acc_si", "acc_ag", "acc_sd", "loss"}
-  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rows = sp.metric_rows(tmp_path)
   # views/s counts input views (M = 4), not feature variants.
   assert rows[0]["train/views_per_s"] == pytest.approx(4 * rows[0]["train/images_per_s"])
   assert np.isfinite(results["test"]["loss"])

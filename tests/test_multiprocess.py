@@ -10,7 +10,6 @@ import pytest
 import subprocess_util as sp
 from sla_jax import train
 
-TIMEOUT_S = 600  # generous: CI runs two test workers on 2 cores
 
 
 def _gloo_available() -> bool:
@@ -20,9 +19,6 @@ def _gloo_available() -> bool:
   except ImportError:
     return False
 
-
-def _rows(workdir):
-  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.skipif(not _gloo_available(),
@@ -43,7 +39,7 @@ def test_two_processes_match_one(tmp_path):
                  "--num_processes=2", f"--process_id={i}"),
           env=sp.env(local_devices=1), cwd=tmp_path, stdout=f,
           stderr=subprocess.STDOUT))
-  deadline = time.monotonic() + TIMEOUT_S
+  deadline = time.monotonic() + sp.TIMEOUT_S
   with sp.reaped(*procs):
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
       time.sleep(0.2)
@@ -58,7 +54,7 @@ def test_two_processes_match_one(tmp_path):
   one = train.train_and_evaluate(sp.make_config(**dict(fields, num_devices=2)),
                                  single)
 
-  rows_multi, rows_one = _rows(multi), _rows(single)
+  rows_multi, rows_one = sp.metric_rows(multi), sp.metric_rows(single)
   assert [r["step"] for r in rows_multi] == [2, 4, 6]
   assert [r["step"] for r in rows_multi] == [r["step"] for r in rows_one]
   for a, b in zip(rows_one, rows_multi):

@@ -1,44 +1,25 @@
 """The trainer end to end on tiny digits configs: outputs, resume, devices, errors."""
 
 import json
-import pathlib
 import subprocess
 import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from sla_jax import config_lib, metric_writers, train
+import subprocess_util as sp
+from sla_jax import metric_writers, train
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = sp.REPO
 
 
 def tiny_config(objective="sla", **overrides):
-  c = config_lib.base_config()
-  c.dataset = "digits"
-  c.val_size = 100
-  c.crop_padding = 1
-  c.objective = objective
-  c.model.depth = 8
-  c.batch_size = 16
-  c.total_steps = 20
-  c.eval_every = 10
-  c.eval_batch_size = 256
-  c.log_every = 5
-  c.checkpoint_every = 10
-  # One device: 8 simulated CPU devices sharing 2 cores can stall XLA's
-  # collectives past their 40 s timeout under load; test_eight_devices_match_one
-  # covers the sharded path on a tiny workload.
-  c.num_devices = 1
-  for k, v in overrides.items():
-    c[k] = v
-  return c
-
-
-def _read_jsonl(path):
-  return [json.loads(line) for line in path.read_text().splitlines()]
+  """subprocess_util's TINY digits run with ``objective`` (one device: 8
+  simulated CPU devices sharing 2 cores can stall XLA's collectives past their
+  40 s timeout under load; test_eight_devices_match_one covers the sharded
+  path on a tiny workload)."""
+  return sp.make_config(objective=objective, **overrides)
 
 
 EXPECTED_METRICS = {
@@ -54,7 +35,7 @@ EXPECTED_METRICS = {
 def test_end_to_end_outputs(tmp_path, objective):
   results = train.train_and_evaluate(tiny_config(objective), tmp_path)
   expected = EXPECTED_METRICS[objective] | {"loss"}
-  rows = _read_jsonl(tmp_path / "metrics.jsonl")
+  rows = sp.metric_rows(tmp_path)
   assert [r["step"] for r in rows] == [5, 10, 15, 20]
   for row in rows:
     assert {"train/loss", "train/lr", "train/images_per_s"} <= set(row)
@@ -101,19 +82,13 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch,
   assert resumed["best_step"] == straight["best_step"]
   assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
   assert resumed["val"] == pytest.approx(straight["val"], rel=1e-6)
-  rows_a = _read_jsonl(tmp_path / "straight" / "metrics.jsonl")
-  rows_b = _read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+  rows_a = sp.metric_rows(tmp_path / "straight")
+  rows_b = sp.metric_rows(tmp_path / "resumed")
   assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
   for a, b in zip(rows_a, rows_b):
     for k in a:
       if "per_s" not in k:
         assert b[k] == pytest.approx(a[k], rel=1e-5), (a["step"], k)
-
-
-def _final_params(workdir, step):
-  restored = ocp.StandardCheckpointer().restore(
-      pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "state")
-  return restored["params"]
 
 
 def test_eight_devices_match_one(tmp_path):
@@ -122,11 +97,11 @@ def test_eight_devices_match_one(tmp_path):
                        checkpoint_every=3)
   one = train.train_and_evaluate(_with(config, num_devices=1), tmp_path / "one")
   eight = train.train_and_evaluate(_with(config, num_devices=8), tmp_path / "eight")
-  losses_one = [r["train/loss"] for r in _read_jsonl(tmp_path / "one" / "metrics.jsonl")]
-  losses_eight = [r["train/loss"] for r in _read_jsonl(tmp_path / "eight" / "metrics.jsonl")]
+  losses_one = [r["train/loss"] for r in sp.metric_rows(tmp_path / "one")]
+  losses_eight = [r["train/loss"] for r in sp.metric_rows(tmp_path / "eight")]
   np.testing.assert_allclose(losses_eight, losses_one, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               _final_params(tmp_path / "eight", 3), _final_params(tmp_path / "one", 3))
+               sp.restore_params(tmp_path / "eight", 3), sp.restore_params(tmp_path / "one", 3))
   assert eight["test"] == pytest.approx(one["test"], abs=1e-3)
 
 

@@ -33,6 +33,8 @@ __all__ = ["CifarResNet", "BasicBlock", "heads_for_objective", "DEPTHS",
            "OBJECTIVES"]
 
 DEPTHS = (20, 32, 44, 56, 110)
+# Channels after the stem (index 0) and after each of the 3 stages.
+STAGE_CHANNELS = (16, 16, 32, 64)
 CONV_WEIGHT_GRADS = ("xla", "matmul")
 OBJECTIVES = ("baseline", "da", "mt", "sla", "sla_sd")
 
@@ -177,14 +179,15 @@ class CifarResNet(nn.Module):
       raise ValueError(f"feature_stage must be 0, 1, 2 or 3; got "
                        f"{self.feature_stage}.")
     x = x.astype(self.dtype)
-    x = nn.Conv(16, (3, 3), use_bias=False, padding=((1, 1), (1, 1)),
-                kernel_init=conv_init, dtype=self.dtype, name="conv_1_3x3",
+    x = nn.Conv(STAGE_CHANNELS[0], (3, 3), use_bias=False,
+                padding=((1, 1), (1, 1)), kernel_init=conv_init,
+                dtype=self.dtype, name="conv_1_3x3",
                 conv_general_dilated=_conv_fn(self.conv_weight_grad))(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, use_fast_variance=self.use_fast_variance,
                      name="bn_1")(x)
     x = self._feature_variants(nn.relu(x), 0)
-    for stage, width in enumerate((16, 32, 64), start=1):
+    for stage, width in enumerate(STAGE_CHANNELS[1:], start=1):
       if stage > 1:
         x = self._feature_variants(x, stage - 1)
       for i in range(blocks_per_stage):
