@@ -6,7 +6,9 @@ groups after stage 2, alone and combined with rotations).
 
 Each run is configs/quickstart.py (ResNet-8, batch 64 images, 600 steps on the
 1 300 training digits; ~40-70 s on 2 CPU cores), so the grid of 40 runs takes
-~40 minutes. Results: results/digits/RESULTS.md (measured there, with plots).
+~40 minutes. Results: results/digits/RESULTS.md (measured there, with plots);
+it should reach (test %, mean over 5 seeds): baseline 97.9, DA 93.4, MT 94.3,
+SLA rotation SI 96.5 / AG 98.5, SLA+SD rotation SD head 98.3 / AG 98.8.
 """
 
 import ml_collections
