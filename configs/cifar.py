@@ -22,8 +22,8 @@ Expected result: the paper's CIFAR-10 / ResNet-32 / rotation numbers (SLA+AG
 and SLA+SD above the baseline by 1-2 points). Measured on one H100 with the
 shared lossy-JPEG CIFAR-10 and --config.model.dtype=bfloat16 (seed 0,
 RESULTS.md): baseline 89.03 % test at its best validation step (80k steps at
-~17 500 images/s, ~10 min); SLA+SD, stopped by the device-time limit at step 62 000 of 80 000:
-SD 89.88 %, SI 89.81 %, AG 90.59 % at step 60 000. A float32 step takes
+a median 17 200 images/s, ~10 min); SLA+SD, stopped by the device-time limit
+at step 62 000 of 80 000: SD 89.88 %, SI 89.81 %, AG 90.59 % at step 60 000. A float32 step takes
 seconds on 2 CPU cores: this config needs an accelerator.
 """
 
