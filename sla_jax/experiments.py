@@ -112,6 +112,12 @@ def _is_done(workdir: pathlib.Path) -> bool:
   return (workdir / "results.json").exists()
 
 
+def _wall_seconds(workdir: pathlib.Path) -> float | None:
+  """Wall time summed over a run's invocations (``wall_time.json``), or None."""
+  path = workdir / "wall_time.json"
+  return json.loads(path.read_text())["s"] if path.exists() else None
+
+
 def run_grid(grid, out: pathlib.Path, log=print) -> list[Run]:
   """Runs every unfinished run of ``grid`` under ``out/runs``; returns the runs."""
   runs = expand(grid)
@@ -127,10 +133,8 @@ def run_grid(grid, out: pathlib.Path, log=print) -> list[Run]:
     with (workdir / "log.txt").open("a") as f:
       proc = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT,
                             check=False)
-    wall_file = workdir / "wall_time.json"
-    wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"s": 0}
-    wall["s"] += time.perf_counter() - start
-    wall_file.write_text(json.dumps(wall) + "\n")
+    wall_s = (_wall_seconds(workdir) or 0.0) + time.perf_counter() - start
+    (workdir / "wall_time.json").write_text(json.dumps({"s": wall_s}) + "\n")
     if proc.returncode != 0:
       raise RuntimeError(f"Run {run.name} failed (exit {proc.returncode}); see "
                          f"{workdir / 'log.txt'}. Finished runs are kept; "
@@ -153,11 +157,9 @@ def collect(grid, out: pathlib.Path) -> list[dict]:
         row = json.loads(line)
         if any(k.startswith("test/") for k in row):
           curve.append(row)
-    wall_file = workdir / "wall_time.json"
-    records.append({
-        "run": run, "results": results, "curve": curve,
-        "wall_s": (json.loads(wall_file.read_text())["s"]
-                   if wall_file.exists() else float("nan"))})
+    wall_s = _wall_seconds(workdir)
+    records.append({"run": run, "results": results, "curve": curve,
+                    "wall_s": float("nan") if wall_s is None else wall_s})
   return records
 
 

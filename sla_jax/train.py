@@ -84,7 +84,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     if config.objective not in ("sla", "sla_sd"):
       raise ConfigError(f"feature_transform.groups={feature.groups} needs "
                         f"objective sla or sla_sd; got {config.objective!r}.")
-    if feature.stage not in (0, 1, 2, 3):
+    if feature.stage not in range(len(models.STAGE_CHANNELS)):
       raise ConfigError(f"feature_transform.stage must be 0 (after the stem), "
                         f"1, 2 or 3; got {feature.stage}.")
     width = models.STAGE_CHANNELS[feature.stage]

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import subprocess_util as sp
@@ -105,13 +106,8 @@ def test_gradients_reach_the_layers_before_the_transform():
 
   grads = jax.grad(loss)(variables["params"])
   for name in ("conv_1_3x3", "stage_1_0", "stage_3_0", "joint_head", "single_head"):
-    norm = optax_norm(grads[name])
+    norm = float(optax.global_norm(grads[name]))
     assert np.isfinite(norm) and norm > 0, name
-
-
-def optax_norm(tree):
-  return float(jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2)
-                            for g in jax.tree.leaves(tree))))
 
 
 def test_eval_outputs_with_feature_variants_equal_one_pass():

@@ -30,7 +30,7 @@ from sla_jax import feature_transforms
 from sla_jax.models import conv_ops
 
 __all__ = ["CifarResNet", "BasicBlock", "heads_for_objective", "DEPTHS",
-           "OBJECTIVES"]
+           "OBJECTIVES", "STAGE_CHANNELS"]
 
 DEPTHS = (20, 32, 44, 56, 110)
 # Channels after the stem (index 0) and after each of the 3 stages.
@@ -175,7 +175,8 @@ class CifarResNet(nn.Module):
       raise ValueError(f"CifarResNet depth must be 6n + 2 (e.g. "
                        f"{', '.join(map(str, DEPTHS))}); got {self.depth}.")
     blocks_per_stage = (self.depth - 2) // 6
-    if self.feature_groups and self.feature_stage not in (0, 1, 2, 3):
+    if (self.feature_groups
+        and self.feature_stage not in range(len(STAGE_CHANNELS))):
       raise ValueError(f"feature_stage must be 0, 1, 2 or 3; got "
                        f"{self.feature_stage}.")
     x = x.astype(self.dtype)
@@ -188,8 +189,6 @@ class CifarResNet(nn.Module):
                      name="bn_1")(x)
     x = self._feature_variants(nn.relu(x), 0)
     for stage, width in enumerate(STAGE_CHANNELS[1:], start=1):
-      if stage > 1:
-        x = self._feature_variants(x, stage - 1)
       for i in range(blocks_per_stage):
         strides = 2 if (stage > 1 and i == 0) else 1
         x = BasicBlock(width, strides, dtype=self.dtype,
@@ -197,7 +196,8 @@ class CifarResNet(nn.Module):
                        zero_init_last_bn=self.zero_init_last_bn,
                        conv_weight_grad=self.conv_weight_grad,
                        name=f"stage_{stage}_{i}")(x, train)
-    features = jnp.mean(self._feature_variants(x, 3), axis=(1, 2))
+      x = self._feature_variants(x, stage)
+    features = jnp.mean(x, axis=(1, 2))
     out = {"features": features}
     for head, size in (self.heads or {}).items():
       fan_in = features.shape[-1]
