@@ -9,6 +9,24 @@ _ROOT = pathlib.Path(__file__).parent
 _VERSION = re.search(r'__version__ = "([^"]+)"',
                      (_ROOT / "sla_jax" / "__init__.py").read_text()).group(1)
 
+# sla-train, sla-eval, sla-bench: checkpoints, configs, data sources, logging.
+_TRAIN = [
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "ml-collections>=1.1",
+    "tensorflow-datasets>=4.9.10,<5",
+    "importlib_resources",  # an undeclared import of tensorflow-datasets
+    "absl-py",
+    "etils[epath]",
+    "grain>=0.2.18",  # host input pipeline for data that stays off device
+    "scikit-learn",   # the bundled digits dataset of the offline quickstart
+    "pillow",         # image-folder datasets
+    "tensorboardX",   # TensorBoard event files without TensorFlow
+    "tqdm",
+    "flatbuffers",    # jax.export serialization (sla_jax.inference export)
+]
+# sla-experiments: plots and the Welch test of RESULTS.md.
+_EXPERIMENTS = ["matplotlib", "scipy"]
+
 setup(
     name="sla_jax",
     version=_VERSION,
@@ -18,30 +36,23 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["sla_jax", "sla_jax.*"]),
     python_requires=">=3.10",
+    # The library core (transforms, losses, models, objectives, optim): what
+    # `import sla_jax.losses, sla_jax.transforms, sla_jax.models` needs.
     install_requires=[
         "jax>=0.10.2,<0.11",
         "flax>=0.12.8,<0.13",
         "optax>=0.2.8,<0.3",
-        "orbax-checkpoint>=0.12.8,<0.13",
-        "ml-collections>=1.1",
-        "tensorflow-datasets>=4.9.10,<5",
-        # An undeclared import of tensorflow-datasets on Python 3.11.
-        "importlib_resources",
         "numpy",
-        "absl-py",
-        "grain>=0.2.18",  # host input pipeline for data that stays off device
-        "scikit-learn",   # the bundled digits dataset of the offline quickstart
-        "pillow",         # image-folder datasets
-        "tensorboardX",   # TensorBoard event files without TensorFlow
-        "tqdm",
-        "matplotlib",     # the evidence harness's plots (sla_jax.experiments)
     ],
     entry_points={"console_scripts": ["sla-train = sla_jax.main:run",
                                       "sla-bench = sla_jax.bench:run",
+                                      "sla-eval = sla_jax.eval_cli:run",
                                       "sla-experiments = sla_jax.experiments:run"]},
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "train": _TRAIN,
+        "experiments": _TRAIN + _EXPERIMENTS,
         # The PyTorch re-implementation of the original step (benchmarks/).
-        "bench": ["torch==2.13.0"],
+        "bench": _TRAIN + ["torch==2.13.0"],
+        "test": _TRAIN + _EXPERIMENTS + ["pytest>=8", "pytest-xdist>=3"],
     },
 )

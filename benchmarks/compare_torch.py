@@ -46,7 +46,7 @@ def check_against_reference(path=REFERENCE) -> float | None:
 def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False):
   """The trainer's own jitted step (on-device data path), ready to call."""
   config = config_lib.base_config()
-  config.model.fast_variance = fast_variance
+  config.model.use_fast_variance = fast_variance
   config.model.depth, config.batch_size, config.model.dtype = depth, batch_size, dtype
   config.objective, config.transform, config.num_devices = "sla", "rotation", 1
   images, labels = bench.synthetic_data(batch_size, (32, 32, 3), 10)

@@ -1,18 +1,29 @@
 """sla_jax: Self-supervised Label Augmentation (Lee, Hwang & Shin, ICML 2020) in JAX.
 
-Public modules:
+The library core (installed by ``pip install sla_jax``; needs only jax, flax,
+optax and numpy):
 
 * :mod:`sla_jax.transforms` -- transformation groups (rotations, colour
   permutations and their products) that make the ``M`` views of each image.
+* :mod:`sla_jax.feature_transforms` -- the feature-level pretext task
+  (discard one of K channel groups of a feature map).
 * :mod:`sla_jax.losses` -- joint labels, SLA / SLA+SD / DA / MT losses and the
   SI / AG test-time predictions.
-* :mod:`sla_jax.models` -- Flax CIFAR ResNets with objective-specific heads and
-  an importer for PyTorch checkpoints of the original code.
+* :mod:`sla_jax.objectives` -- the five objectives (heads, loss, predictions,
+  metrics) in one registry.
+* :mod:`sla_jax.models` -- Flax models by name (``models.get``) and an
+  importer for PyTorch checkpoints of the original code.
 * :mod:`sla_jax.optim` -- the original's SGD (PyTorch-coupled weight decay)
   and step-decay schedule in optax.
+
+With the ``train`` extra: :mod:`sla_jax.train` (``sla-train``),
+:mod:`sla_jax.inference` (load a trained workdir, predict, export),
+``sla-eval``, ``sla-bench``; with ``experiments``: ``sla-experiments``.
 """
 
-from sla_jax import losses, models, optim, transforms
+from sla_jax import (feature_transforms, losses, models, objectives, optim,
+                     transforms)
 
-__version__ = "0.1.0"
-__all__ = ["losses", "models", "optim", "transforms"]
+__version__ = "0.2.0"
+__all__ = ["feature_transforms", "losses", "models", "objectives", "optim",
+           "transforms"]

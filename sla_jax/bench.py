@@ -3,7 +3,7 @@
     sla-bench --config configs/cifar.py:objective=sla --steps 20
     sla-bench --config configs/quickstart.py --steps 50 --json
 
-Builds the trainer's own step (:func:`sla_jax.train.make_train_steps`, the
+Builds the trainer's own step (:func:`sla_jax.train.make_train_step`, the
 on-device data path) on all devices JAX sees, over random uint8 images of the
 dataset's shape (``--real_data`` to use the dataset itself), and reports:
 
@@ -37,7 +37,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
 from sla_jax import data as data_lib
-from sla_jax import objectives, preprocess, train
+from sla_jax import distributed, evaluation, input_pipeline, objectives
+from sla_jax import preprocess, spec as spec_lib, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Trainer config file.",
                                           lock_config=True)
@@ -102,6 +103,7 @@ class TrainStepSetup:
   """The trainer's jitted on-device train step with its inputs, ready to time."""
   objective: objectives.Objective
   model: Any
+  dtype: Any
   state: train.TrainState
   step: Any          # jit(device_step), state donated
   data: tuple        # (uint8 images, labels), replicated on the mesh
@@ -119,20 +121,22 @@ def synthetic_data(batch_size: int, image_shape, num_classes: int):
 
 def build_train_step(config, images, labels, num_classes: int,
                      image_shape) -> TrainStepSetup:
-  """Builds what ``sla-train`` runs each step (:func:`train.make_train_steps`)."""
-  mesh = train._make_mesh(config.num_devices)  # pylint: disable=protected-access
+  """Builds what ``sla-train`` runs each step (:func:`train.make_train_step`)."""
+  try:
+    mesh = distributed.make_mesh(config.num_devices)
+  except ValueError as e:
+    raise train.ConfigError(str(e)) from None
   replicated = NamedSharding(mesh, P())
-  objective = objectives.from_config(config, num_classes)
-  model, tx, _, init = train.build_model_and_optimizer(config, objective,
-                                                       tuple(image_shape))
+  spec = spec_lib.resolve(config, num_classes)
+  tx, _ = train.make_optimizer(config)
+  init = train.make_init(spec.model, tx, tuple(image_shape))
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = jax.jit(init, out_shardings=replicated)(init_key)
-  device_step, _ = train.make_train_steps(model, objective, tx, config,
-                                          len(labels),
-                                          NamedSharding(mesh, P("data")))
+  device_step = train.make_train_step(spec, tx, config,
+                                      NamedSharding(mesh, P("data")))
   step = jax.jit(device_step, donate_argnums=(0,),
                  out_shardings=(replicated, replicated))
-  return TrainStepSetup(objective, model, state, step,
+  return TrainStepSetup(spec.objective, spec.model, spec.dtype, state, step,
                         jax.device_put((images, labels), replicated), seed_key,
                         mesh)
 
@@ -158,7 +162,7 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   m = objective.input_views
   common = {"objective": objective.name, "transform": objective.group.name,
             "num_views": m, "feature_variants": objective.feature_views,
-            "depth": config.model.depth,
+            "model": config.model.name, "depth": config.model.get("depth"),
             "dtype": config.model.dtype, "batch_size": config.batch_size,
             "devices": n_dev, "device_kind": jax.devices()[0].device_kind,
             "backend": jax.default_backend()}
@@ -192,11 +196,11 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   eval_n = -(-config.eval_batch_size // n_dev) * n_dev
   eval_images = jax.device_put(
       np.resize(images, (eval_n,) + image_shape), batch_sharding)
-  dtype = jnp.dtype(config.model.dtype)
+  dtype = setup.dtype
 
   single = jax.jit(lambda v, x: model.apply(
       v, preprocess.normalize(x, dtype), train=False))
-  every = jax.jit(lambda v, x: train.eval_outputs(  # what the evaluator runs
+  every = jax.jit(lambda v, x: evaluation.eval_outputs(  # what the evaluator runs
       model, objective.group, v, preprocess.normalize(x, dtype)))
   # XLA's cost analysis counts a loop body once: count the M-view FLOPs on the
   # equivalent single pass over all views.
@@ -225,10 +229,9 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   rows.append({"what": "input_device_put", **common, **timing,
                "images_per_s": config.batch_size / timing["median_s"]})
   split = data_lib.Split.from_arrays(images, labels)
-  pipeline_config = config.copy_and_resolve_references()
-  with pipeline_config.unlocked():
-    pipeline_config.total_steps = warmup + steps + 1
-  batches = train._host_batches(split, pipeline_config, 0, batch_sharding)  # pylint: disable=protected-access
+  batches = input_pipeline.host_batches(split, config.seed, config.batch_size,
+                                       0, warmup + steps + 1, batch_sharding,
+                                       config.host_threads)
   timing = _time_calls(lambda: next(batches), steps, warmup)
   rows.append({"what": "input_host_pipeline", **common, **timing,
                "images_per_s": config.batch_size / timing["median_s"]})
@@ -243,7 +246,9 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
 def format_table(rows: list[dict]) -> str:
   head = rows[0]
   lines = [f"{head['objective']} / {head['transform']} (M={head['num_views']}), "
-           f"ResNet-{head['depth']} {head['dtype']}, batch {head['batch_size']} "
+           f"{head['model']}"
+           f"{'' if head['depth'] is None else ' depth ' + str(head['depth'])} "
+           f"{head['dtype']}, batch {head['batch_size']} "
            f"images, {head['devices']} x {head['device_kind']} "
            f"({head['backend']})",
            f"{'measurement':<22}{'compile s':>10}{'first s':>9}{'median s':>10}"
@@ -287,7 +292,10 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  from sla_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main, "sla-bench", ("config", "steps", "warmup", "json",
+                              "real_data", "image_shape", "num_classes"),
+          __doc__)
 
 
 if __name__ == "__main__":

@@ -32,17 +32,54 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       if not isinstance(default, bool):
         raise ValueError(f"Config argument {key!r} needs a value ({key}=...).")
       result[key] = True
-    elif isinstance(default, bool):
-      if value.lower() not in ("true", "false", "1", "0"):
-        raise ValueError(f"Config argument {key}={value!r}: expected true/false.")
-      result[key] = value.lower() in ("true", "1")
-    elif isinstance(default, int):
-      result[key] = int(value)
-    elif isinstance(default, float):
-      result[key] = float(value)
     else:
-      result[key] = value
+      result[key] = _typed(f"Config argument {key}", default, value)
   return result
+
+
+def _typed(what: str, default, value: str):
+  """``value`` (text) converted to the type of ``default``; ValueError if it cannot."""
+  try:
+    if isinstance(default, bool):
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError
+      return value.lower() in ("true", "1")
+    if isinstance(default, int):
+      return int(value)
+    if isinstance(default, float):
+      return float(value)
+    if isinstance(default, (tuple, list)):
+      return type(default)(float(v) if isinstance(d, float) else int(v)
+                           if isinstance(d, int) else v
+                           for d, v in zip(default, value.split(",")))
+  except ValueError:
+    raise ValueError(f"{what}={value!r}: expected a value like "
+                     f"{default!r}.") from None
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: dict[str, str]) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``{"a.b": "text"}`` set, typed like the fields they replace.
+
+  Unknown fields raise ValueError naming the valid ones.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides.items():
+    *parents, name = key.split(".")
+    node = config
+    for parent in parents:
+      if parent not in node or not isinstance(node[parent],
+                                              ml_collections.ConfigDict):
+        raise ValueError(f"Unknown config field {key!r}.")
+      node = node[parent]
+    if name not in node:
+      raise ValueError(f"Unknown config field {key!r}; fields here: "
+                       f"{', '.join(sorted(node.keys()))}.")
+    default = node[name]
+    node[name] = value if default is None else _typed(
+        f"--config.{key}", default, value)
+  return config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -57,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.val_size = 5000             # held out of the training split, seeded
   c.data_seed = 0               # val split / subsample; fixed across c.seed
   c.samples_per_class = ml_collections.FieldReference(None, field_type=int)
+  c.skip_corrupt = False        # folder: skip unreadable images (counted)
   c.crop_padding = 4            # random crop with zero padding
   c.flip = True                 # random horizontal flip
   # True: the training set lives on the devices (uint8) and batches are drawn
@@ -79,7 +117,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.feature_transform.stage = 2
   c.feature_transform.identity = True
 
+  # The model: a sla_jax.models registry name and its keyword arguments.
   c.model = ml_collections.ConfigDict()
+  c.model.name = "cifar_resnet"
   c.model.depth = 32
   c.model.dtype = "float32"     # "bfloat16": bf16 compute, f32 parameters
   # Conv weight gradients: "xla", "matmul" (faster on XLA:CPU), or "auto"
@@ -87,7 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.conv_weight_grad = "auto"
   # BatchNorm variance in one pass (E[x^2] - E[x]^2, faster) instead of
   # PyTorch's two-pass numerics.
-  c.model.fast_variance = False
+  c.model.use_fast_variance = False
 
   # Optimisation: SGD, lr x0.1 at 50 % and 75 % of the steps.
   c.batch_size = 128            # original images per step (x M views)

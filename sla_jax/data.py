@@ -9,7 +9,10 @@ Sources (``config.dataset``):
   ``config.data_dir`` (a local path or ``gs://``) in TFDS's ``array_record``
   format, never downloaded here.
 * ``"folder:<root>"`` -- ``root/{train,test}/<class>/*.{jpg,jpeg,png}``, classes
-  in sorted order (e.g. the shared CIFAR-10 JPEGs after unpacking).
+  in sorted order (e.g. the shared CIFAR-10 JPEGs after unpacking); train/ and
+  test/ must hold the same class folders. An unreadable image is an error
+  naming the file, unless ``config.skip_corrupt`` (then skipped and counted
+  in a warning).
 
 The validation split is ``config.val_size`` images held out of the training
 split by a permutation seeded with ``config.data_seed`` (fixed across training
@@ -26,6 +29,7 @@ larger than host or device memory.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 from collections.abc import Callable
 
@@ -38,17 +42,24 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """``size`` examples; ``read(indices)`` -> uint8 ``[k, H, W, C]``, int32 ``[k]``."""
+  """``size`` examples; ``read(indices)`` -> uint8 ``[k, H, W, C]``, int32 ``[k]``.
+
+  ``labels``: all ``size`` labels when known without decoding images (in-memory
+  splits), else None (lazy TFDS splits, whose ClassLabel feature bounds them).
+  """
   size: int
   read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+  labels: np.ndarray | None = None
 
   @classmethod
   def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> "Split":
-    return cls(len(labels), lambda index: (images[index], labels[index]))
+    return cls(len(labels), lambda index: (images[index], labels[index]),
+               labels)
 
   def subset(self, index: np.ndarray) -> "Split":
     index = np.asarray(index)
-    return Split(len(index), lambda i: self.read(index[i]))
+    return Split(len(index), lambda i: self.read(index[i]),
+                 None if self.labels is None else self.labels[index])
 
   def read_all(self) -> tuple[np.ndarray, np.ndarray]:
     return self.read(np.arange(self.size))
@@ -123,8 +134,8 @@ def _tfds(name: str, data_dir: str | None, in_memory: bool):
   return num_classes, train, test, labels
 
 
-def _folder(root: str):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+def _folder(root: str, skip_corrupt: bool = False):
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   root_path = pathlib.Path(root).expanduser()
   splits = {s: root_path / s for s in ("train", "test")}
   for split, path in splits.items():
@@ -132,19 +143,41 @@ def _folder(root: str):
       raise FileNotFoundError(
           f"Image folder {str(root_path)!r} has no {split}/ directory; "
           f"expected {root_path}/{{train,test}}/<class>/*.jpg.")
-  classes = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())
+  class_sets = {s: sorted(p.name for p in path.iterdir() if p.is_dir())
+                for s, path in splits.items()}
+  classes = class_sets["train"]
   if not classes:
     raise FileNotFoundError(f"No class folders in {splits['train']}.")
+  if class_sets["test"] != classes:
+    only_train = sorted(set(classes) - set(class_sets["test"]))
+    only_test = sorted(set(class_sets["test"]) - set(classes))
+    raise ValueError(
+        f"Image folder {str(root_path)!r}: train/ and test/ must hold the same "
+        f"class folders; only in train/: {', '.join(only_train) or 'none'}; "
+        f"only in test/: {', '.join(only_test) or 'none'}.")
 
   def read(path):
-    images, labels = [], []
+    images, labels, skipped = [], [], []
     for label, cls in enumerate(classes):
       files = sorted(f for f in (path / cls).iterdir()
                      if f.suffix.lower() in _IMAGE_SUFFIXES)
       for f in files:
-        with Image.open(f) as im:
-          images.append(np.asarray(im.convert("RGB")))
+        try:
+          with Image.open(f) as im:
+            images.append(np.asarray(im.convert("RGB")))
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+          if not skip_corrupt:
+            raise ValueError(
+                f"Cannot read image {f} ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:120]}); remove or replace it, or "
+                f"set --config.skip_corrupt=True to skip unreadable images."
+            ) from None
+          skipped.append(f)
+          continue
         labels.append(label)
+    if skipped:
+      logging.warning("Skipped %d unreadable image(s) under %s (skip_corrupt), "
+                      "e.g. %s.", len(skipped), path, skipped[0])
     if not images:
       raise FileNotFoundError(f"No images under {path}/<class>/.")
     shapes = {im.shape for im in images}
@@ -164,7 +197,8 @@ def load(config) -> Dataset:
   if name == "digits":
     num_classes, train, test, labels = _digits()
   elif name.startswith("folder:"):
-    num_classes, train, test, labels = _folder(name[len("folder:"):])
+    num_classes, train, test, labels = _folder(
+        name[len("folder:"):], config.get("skip_corrupt", False))
   else:
     num_classes, train, test, labels = _tfds(
         name, config.get("data_dir"), config.get("data_on_device", True))

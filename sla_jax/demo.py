@@ -6,16 +6,16 @@
 import jax
 import jax.numpy as jnp
 
-from sla_jax import losses, models, transforms
+from sla_jax import losses, models, objectives, transforms
 
 
 def main() -> None:
   num_classes, group = 10, transforms.get("rotation")
   m = group.num_views
+  objective = objectives.make("sla_sd", num_classes, group.name)
   images = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3), minval=-1, maxval=1)
   labels = jax.random.randint(jax.random.key(1), (8,), 0, num_classes)
-  model = models.CifarResNet(
-      depth=20, heads=models.heads_for_objective("sla_sd", num_classes, m))
+  model = models.get("cifar_resnet20", heads=objective.heads)
   views = group.apply(images)                           # [8 * 4, 32, 32, 3]
   variables = model.init(jax.random.key(2), views, train=False)
   out, _ = model.apply(variables, views, train=True, mutable=["batch_stats"])

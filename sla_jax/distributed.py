@@ -1,4 +1,4 @@
-"""Multi-process start-up: ``jax.distributed.initialize`` and process-0 helpers.
+"""Multi-process start-up, the device mesh, and process-0 helpers.
 
 One process per host (TPU VM worker, GPU node) or, for tests, several local CPU
 processes. :func:`initialize` must run before any JAX computation; the CLI calls
@@ -14,7 +14,7 @@ import os
 
 import jax
 
-__all__ = ["initialize", "is_main", "sync", "requested_by_env"]
+__all__ = ["initialize", "is_main", "sync", "requested_by_env", "make_mesh"]
 
 
 def requested_by_env(environ=os.environ) -> bool:
@@ -44,3 +44,23 @@ def sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
+
+
+def make_mesh(num_devices: int | None = -1) -> jax.sharding.Mesh:
+  """A 1-D ``('data',)`` mesh over the first ``num_devices`` devices (-1: all).
+
+  With several processes the mesh must span every device. ValueError naming
+  the fix otherwise.
+  """
+  devices = jax.devices()
+  n = len(devices) if num_devices in (-1, None) else num_devices
+  if not 1 <= n <= len(devices):
+    raise ValueError(f"num_devices={num_devices} but JAX sees {len(devices)} "
+                     f"devices.")
+  if jax.process_count() > 1 and n != len(devices):
+    raise ValueError(f"num_devices={num_devices}: with {jax.process_count()} "
+                     f"processes the mesh spans all {len(devices)} devices; "
+                     f"use num_devices=-1.")
+  # Auto axes: XLA propagates the batch sharding (sharding "in types" is opt-in).
+  return jax.make_mesh((n,), ("data",), devices=devices[:n],
+                       axis_types=(jax.sharding.AxisType.Auto,))

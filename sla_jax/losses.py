@@ -7,6 +7,11 @@ joint label (class ``i``, transformation ``j``).
 
 All functions are pure, shape-checked at trace time, and compute in float32
 whatever the logits' dtype (bf16 logits are upcast before the softmax).
+Labels may be any integer array-like (a list, numpy or jax array of any
+integer dtype); joint labels are int32. Called eagerly, the losses check that
+every label lies in ``[0, N)`` and raise a ValueError otherwise; under
+``jax.jit`` the values are unknown at trace time, so validate a dataset's
+labels once with :func:`check_labels` (the trainer does when it loads one).
 Cross-entropies are means over rows, like PyTorch's ``F.cross_entropy``. Each
 loss takes ``reduce=False`` to return its ``[B]`` per-image values instead (the
 mean of which is the loss), for masked evaluation.
@@ -16,11 +21,37 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-__all__ = ["joint_labels", "transform_labels", "cross_entropy", "sla_loss",
+__all__ = ["check_labels", "joint_labels", "transform_labels", "cross_entropy", "sla_loss",
            "single_logits", "aggregated_logits", "view_averaged_logits",
            "distillation_kl", "self_distillation_loss", "da_loss", "mt_loss"]
+
+
+def check_labels(labels, num_classes: int, what: str = "labels") -> None:
+  """Raises ValueError unless ``labels`` are integers in ``[0, num_classes)``.
+
+  A no-op on tracers (inside ``jit``, where values are unknown): call it on
+  concrete arrays, e.g. once per dataset.
+  """
+  if isinstance(labels, jax.core.Tracer):
+    return
+  values = np.asarray(labels)
+  if values.size and not np.issubdtype(values.dtype, np.integer):
+    raise ValueError(f"{what} must be integers; got dtype {values.dtype}.")
+  if values.size and (values.min() < 0 or values.max() >= num_classes):
+    bad = values[(values < 0) | (values >= num_classes)]
+    raise ValueError(
+        f"{what} must lie in [0, {num_classes}) for {num_classes} classes; got "
+        f"{bad.size} outside it (e.g. {int(bad[0])}). Drop or remap them (an "
+        f"'ignore' value such as -1 is not supported).")
+
+
+def _labels(labels, num_classes: int) -> jax.Array:
+  """Array-like integer labels -> int32 ``jax.Array``, range-checked when concrete."""
+  check_labels(labels, num_classes)
+  return jnp.asarray(labels).astype(jnp.int32)
 
 
 def _check_rows(logits: jax.Array, labels: jax.Array, num_transforms: int,
@@ -52,10 +83,12 @@ def _check_joint(joint_logits: jax.Array, num_transforms: int) -> None:
 def joint_labels(labels: jax.Array, num_transforms: int) -> jax.Array:
   """Joint labels ``y * M + j`` of the ``B * M`` views, shape ``[B * M]``.
 
-  Row ``b * M + j`` (view ``j`` of image ``b``) gets ``labels[b] * M + j``.
+  Row ``b * M + j`` (view ``j`` of image ``b``) gets ``labels[b] * M + j``,
+  as int32 whatever the labels' integer dtype (uint8 labels would wrap once
+  ``N * M > 256``).
   """
-  labels = jnp.asarray(labels)
-  j = jnp.arange(num_transforms, dtype=labels.dtype)
+  labels = jnp.asarray(labels).astype(jnp.int32)
+  j = jnp.arange(num_transforms, dtype=jnp.int32)
   return (labels[:, None] * num_transforms + j[None, :]).reshape(-1)
 
 
@@ -99,6 +132,7 @@ def sla_loss(joint_logits: jax.Array, labels: jax.Array, num_transforms: int,
       reduced loss), e.g. for masked evaluation.
   """
   _check_joint(joint_logits, num_transforms)
+  labels = _labels(labels, joint_logits.shape[1] // num_transforms)
   _check_rows(joint_logits, labels, num_transforms, "joint_logits")
   loss = _per_image_ce(joint_logits, joint_labels(labels, num_transforms),
                        num_transforms)
@@ -171,6 +205,7 @@ def self_distillation_loss(joint_logits: jax.Array,
     large_loss: Passed to :func:`sla_loss` (only the joint term is scaled).
     reduce: If False, return the ``[B]`` per-image losses.
   """
+  labels = _labels(labels, single_head_logits.shape[-1])
   if single_head_logits.shape[0] != labels.shape[0]:
     raise ValueError(
         f"single_head_logits must be [B, N] for the B = {labels.shape[0]} "
@@ -179,8 +214,8 @@ def self_distillation_loss(joint_logits: jax.Array,
   joint = sla_loss(joint_logits, labels, num_transforms, large_loss,
                    reduce=False)
   single = _per_image_ce(single_head_logits, labels, 1)
-  teacher = jax.lax.stop_gradient(
-      aggregated_logits(joint_logits, num_transforms))
+  teacher = jax.lax.stop_gradient(  # float32 before averaging, as documented
+      aggregated_logits(joint_logits.astype(jnp.float32), num_transforms))
   kl = distillation_kl(teacher, single_head_logits, temperature, reduce=False)
   return _reduce(joint + single + jnp.float32(temperature) ** 2 * kl, reduce)
 
@@ -190,6 +225,7 @@ def da_loss(logits: jax.Array, labels: jax.Array, num_transforms: int, *,
   """DA (transformations as plain augmentation): mean CE of ``[B*M, N]`` logits
   against ``y`` repeated for the ``M`` views of each image (``reduce=False``:
   per image, ``[B]``)."""
+  labels = _labels(labels, logits.shape[-1])
   _check_rows(logits, labels, num_transforms, "logits")
   return _reduce(_per_image_ce(logits, jnp.repeat(labels, num_transforms),
                                num_transforms), reduce)
@@ -207,6 +243,7 @@ def mt_loss(class_logits: jax.Array, transform_logits: jax.Array,
     num_transforms: ``M``.
     reduce: If False, return the ``[B]`` per-image losses.
   """
+  labels = _labels(labels, class_logits.shape[-1])
   _check_rows(class_logits, labels, num_transforms, "class_logits")
   _check_rows(transform_logits, labels, num_transforms, "transform_logits")
   if transform_logits.shape[1] != num_transforms:

@@ -72,7 +72,10 @@ def _exit(code: int, message: str) -> None:
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  from sla_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main, "sla-train", ("config", "workdir", "distributed",
+                              "coordinator_address", "num_processes",
+                              "process_id"), __doc__)
 
 
 if __name__ == "__main__":

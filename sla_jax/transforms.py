@@ -165,14 +165,20 @@ def _identity(x: jax.Array) -> jax.Array:
   return x
 
 
-_BUILTINS = _builtins()
+# Built once: get(name) returns the same (equal, hashable) group every call, so
+# a group passed as a static jit argument does not recompile.
+_BUILTINS = {name: make() for name, make in _builtins().items()}
 NAMES: tuple[str, ...] = tuple(_BUILTINS)
 
 
 def get(name: str) -> TransformGroup:
-  """Returns the built-in transform group called ``name`` (one of :data:`NAMES`)."""
+  """Returns the built-in transform group called ``name`` (one of :data:`NAMES`).
+
+  The same object for the same name (equal and hashable: usable as a static
+  ``jax.jit`` argument).
+  """
   try:
-    return _BUILTINS[name]()
+    return _BUILTINS[name]
   except KeyError:
     raise ValueError(f"Unknown transform {name!r}; valid names are: "
                      f"{', '.join(NAMES)}.") from None

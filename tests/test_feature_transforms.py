@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import subprocess_util as sp
-from sla_jax import (feature_transforms, losses, models, objectives, train,
+from sla_jax import (evaluation, feature_transforms, losses, models, objectives, train,
                      transforms)
 from test_train import tiny_config
 
@@ -116,7 +116,7 @@ def test_eval_outputs_with_feature_variants_equal_one_pass():
                              feature_stage=1)
   x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))
   variables = model.init(jax.random.key(1), x, train=False)
-  ours = jax.jit(lambda v, x: train.eval_outputs(model, group, v, x))(variables, x)
+  ours = jax.jit(lambda v, x: evaluation.eval_outputs(model, group, v, x))(variables, x)
   one_pass = model.apply(variables, group.apply(x), train=False)
   assert ours["joint"].shape == (8 * 12, 120)
   np.testing.assert_allclose(ours["joint"], one_pass["joint"], rtol=1e-5, atol=1e-5)

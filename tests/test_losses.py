@@ -170,3 +170,60 @@ def test_per_image_losses_average_to_the_loss(batch):
   changed = losses.sla_loss(other, labels, M, reduce=False) != losses.sla_loss(
       joint, labels, M, reduce=False)
   np.testing.assert_array_equal(changed, [False, True, False])
+
+
+def test_joint_labels_are_int32_whatever_the_label_dtype():
+  # CIFAR-100 x rotation: 114 * 4 + 0 = 456 wraps to 200 in uint8.
+  labels = np.array([114, 99], np.uint8)
+  joint = losses.joint_labels(labels, 4)
+  assert joint.dtype == jnp.int32
+  np.testing.assert_array_equal(joint, [456, 457, 458, 459, 396, 397, 398, 399])
+  # The uint8 labels train the same targets as the int32 ones.
+  wide = np.zeros((8, 500), np.float32)
+  wide[np.arange(8), np.asarray(joint)] = 50.0
+  np.testing.assert_allclose(losses.sla_loss(wide, labels, 4),
+                             losses.sla_loss(wide, labels.astype(np.int32), 4))
+  assert float(losses.sla_loss(wide, labels, 4)) < 1e-3
+
+
+@pytest.mark.parametrize("bad", [-1, N])
+def test_labels_outside_the_classes_are_refused(batch, bad):
+  joint, single, labels = batch
+  labels = labels.copy()
+  labels[1] = bad
+  calls = [lambda: losses.sla_loss(joint, labels, M),
+           lambda: losses.self_distillation_loss(joint, single, labels, M),
+           lambda: losses.da_loss(joint[:, :N], labels, M),
+           lambda: losses.mt_loss(joint[:, :N], joint[:, :M], labels, M)]
+  for call in calls:
+    with pytest.raises(ValueError, match=rf"in \[0, {N}\).*e\.g\. {bad}"):
+      call()
+  with pytest.raises(ValueError, match="must be integers"):
+    losses.check_labels(np.array([0.5]), N)
+  losses.check_labels(np.array([0, N - 1]), N)  # in range: no error
+
+
+def test_array_like_labels(batch):
+  joint, single, labels = batch
+  as_list = [int(y) for y in labels]
+  np.testing.assert_allclose(losses.sla_loss(joint, as_list, M),
+                             losses.sla_loss(joint, labels, M))
+  np.testing.assert_allclose(
+      losses.self_distillation_loss(joint, single, as_list, M),
+      losses.self_distillation_loss(joint, single, labels, M))
+  np.testing.assert_allclose(losses.da_loss(joint[:, :N], as_list, M),
+                             losses.da_loss(joint[:, :N], labels, M))
+
+
+def test_distillation_teacher_is_float32_for_bf16_logits(batch):
+  joint, single, labels = batch
+  low_joint = jnp.asarray(joint, jnp.bfloat16)
+  got = losses.self_distillation_loss(low_joint, single, labels, M, 2.0)
+  # Reference: the same bf16 values, every step in float64.
+  j = np.asarray(low_joint, np.float64)
+  teacher = sum(j[i::M, i::M] for i in range(M)) / M
+  joint_ce = _np_ce(j, np.stack([labels * M + i for i in range(M)], 1).ravel())
+  kl = (np.exp(_np_log_softmax(teacher / 2)) *
+        (_np_log_softmax(teacher / 2) - _np_log_softmax(single / 2))).sum(1).mean()
+  expected = joint_ce + _np_ce(single, labels) + 4 * kl
+  assert float(got) == pytest.approx(expected, rel=2e-6)

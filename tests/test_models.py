@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sla_jax import models
+from sla_jax import models, objectives
 
 # Parameter counts of the CIFAR ResNets (He et al. 2016, Table 6) without heads.
 BACKBONE_PARAMS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6}
@@ -34,7 +34,7 @@ def test_parameter_counts_and_blocks(depth):
     ("sla_sd", {"joint": 40, "single": 10}),
 ])
 def test_heads_per_objective(objective, expected):
-  heads = models.heads_for_objective(objective, num_classes=10, num_transforms=4)
+  heads = objectives.make(objective, num_classes=10, transform="rotation").heads
   assert heads == expected
   model, variables = _init(heads=heads)
   out = model.apply(variables, jnp.ones((6, 8, 8, 3)), train=False)
@@ -47,9 +47,30 @@ def test_heads_per_objective(objective, expected):
 
 def test_unknown_objective_and_bad_depth():
   with pytest.raises(ValueError, match="valid objectives are: baseline, da, mt"):
-    models.heads_for_objective("simclr", 10, 4)
+    objectives.make("simclr", 10, "rotation")
   with pytest.raises(ValueError, match=r"depth must be 6n \+ 2"):
-    _init(depth=33)
+    models.CifarResNet(depth=33)  # refused when constructed, before any trace
+
+
+def test_model_registry():
+  assert {"cifar_resnet", "cifar_resnet20", "cifar_resnet32", "cifar_resnet44",
+          "cifar_resnet56", "cifar_resnet110"} <= set(models.names())
+  model = models.get("cifar_resnet20", heads={"joint": 40}, dtype="bfloat16")
+  assert isinstance(model, models.CifarResNet) and model.depth == 20
+  assert models.get("cifar_resnet", depth=44).depth == 44
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)),
+                         train=False))
+  assert shapes["params"]["joint_head"]["kernel"].shape == (64, 40)
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3)),
+                                             train=False), shapes)
+  assert out["joint"].shape == (2, 40) and out["joint"].dtype == jnp.bfloat16
+  with pytest.raises(ValueError, match="Unknown model 'resnet9000'; valid models are: cifar_resnet"):
+    models.get("resnet9000")
+  with pytest.raises(ValueError, match="Model 'cifar_resnet20'.*width"):
+    models.get("cifar_resnet20", width=3)
+  with pytest.raises(ValueError, match="conv_weight_grad must be one of auto, xla, matmul"):
+    models.get("cifar_resnet", conv_weight_grad="fast")
 
 
 def test_option_a_shortcut_halves_resolution_and_pads_channels():

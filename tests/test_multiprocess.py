@@ -78,10 +78,10 @@ def jax_tree_allclose(a, b):
 
 def test_workdir_paths_keep_gs_urls_and_make_local_ones_absolute(tmp_path,
                                                                  monkeypatch):
-  assert str(train._workdir_path("gs://bucket/sla/run") / "checkpoints") == (
+  assert str(train.workdir_path("gs://bucket/sla/run") / "checkpoints") == (
       "gs://bucket/sla/run/checkpoints")
   monkeypatch.chdir(tmp_path)
-  assert str(train._workdir_path("runs/a")) == str(tmp_path / "runs" / "a")
+  assert str(train.workdir_path("runs/a")) == str(tmp_path / "runs" / "a")
 
 
 def test_distributed_env_switch():

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 from conftest import nchw_to_nhwc
-from sla_jax import losses, models, optim, transforms
+from sla_jax import losses, models, objectives, optim, transforms
 
 MODES = ("sla", "sla_sd")
 
@@ -30,7 +30,7 @@ def _torch_weights(reference, mode, when):
 def _setup(reference, mode, conv_weight_grad="xla"):
   variables = models.from_torch_state_dict(_torch_weights(reference, mode, "before"))
   model = models.CifarResNet(
-      depth=32, heads=models.heads_for_objective(mode, 10, 4),
+      depth=32, heads=objectives.make(mode, 10, "rotation").heads,
       conv_weight_grad=conv_weight_grad)
   images = jnp.asarray(nchw_to_nhwc(reference["images_nchw"]))
   labels = jnp.asarray(reference["labels"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import subprocess_util as sp
-from sla_jax import metric_writers, train
+from sla_jax import evaluation, input_pipeline, metric_writers, train
 
 REPO = sp.REPO
 
@@ -174,12 +174,12 @@ def test_tfds_source_trains_under_mock_data(tmp_path, data_on_device):
 
 
 def test_host_batch_indices_split_one_global_batch_across_processes():
-  whole = train.host_batch_indices(3, 17, 1000, 64)
+  whole = input_pipeline.host_batch_indices(3, 17, 1000, 64)
   assert len(set(whole.tolist())) == 64 and whole.max() < 1000
-  shares = [train.host_batch_indices(3, 17, 1000, 64, p, 4) for p in range(4)]
+  shares = [input_pipeline.host_batch_indices(3, 17, 1000, 64, p, 4) for p in range(4)]
   np.testing.assert_array_equal(np.concatenate(shares), whole)
-  np.testing.assert_array_equal(train.host_batch_indices(3, 17, 1000, 64), whole)
-  assert not np.array_equal(train.host_batch_indices(3, 18, 1000, 64), whole)
+  np.testing.assert_array_equal(input_pipeline.host_batch_indices(3, 17, 1000, 64), whole)
+  assert not np.array_equal(input_pipeline.host_batch_indices(3, 18, 1000, 64), whole)
 
 
 def test_samples_per_class_keeps_k_images_of_each_class():
@@ -199,9 +199,9 @@ def test_eval_outputs_equal_one_pass_over_all_views():
   model = models.CifarResNet(8, heads={"joint": 40})
   x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))
   variables = model.init(jax.random.key(1), x, train=False)
-  ours = jax.jit(lambda v, x: train.eval_outputs(model, group, v, x))(variables, x)
+  ours = jax.jit(lambda v, x: evaluation.eval_outputs(model, group, v, x))(variables, x)
   one_pass = model.apply(variables, group.apply(x), train=False)
   for k in ("joint", "features"):
     np.testing.assert_allclose(ours[k], one_pass[k], rtol=1e-5, atol=1e-5)
-  odd = train.eval_outputs(model, group, variables, x[:7])  # not a multiple of M
+  odd = evaluation.eval_outputs(model, group, variables, x[:7])  # not a multiple of M
   np.testing.assert_allclose(odd["joint"], one_pass["joint"][:28], rtol=1e-5, atol=1e-5)

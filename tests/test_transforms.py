@@ -136,3 +136,19 @@ def test_unknown_name_lists_valid_ones():
 def test_non_batched_input_is_refused():
   with pytest.raises(ValueError, match=r"NHWC batch \[B, H, W, C\]"):
     transforms.get("rotation").apply(jnp.zeros((4, 4, 3)))
+
+
+def test_get_returns_one_hashable_group_per_name():
+  a, b = transforms.get("rotation"), transforms.get("rotation")
+  assert a == b and hash(a) == hash(b)
+  traces = []
+
+  def views(x, group):
+    traces.append(1)
+    return group.apply(x)
+
+  fn = jax.jit(views, static_argnums=1)
+  x = jnp.zeros((2, 4, 4, 3))
+  fn(x, transforms.get("rotation"))
+  fn(x, transforms.get("rotation"))
+  assert len(traces) == 1  # a static group from get() does not retrace

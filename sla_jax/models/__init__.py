@@ -1,9 +1,15 @@
-"""Flax models for SLA, and import of PyTorch checkpoints of the original code."""
+"""Flax models for SLA by name, and import of PyTorch checkpoints of the original code.
 
+    model = sla_jax.models.get("cifar_resnet32", heads=objective.heads)
+
+:func:`get` builds any registered model (:func:`names`); the classes are
+exported for direct use.
+"""
+
+from sla_jax.models.registry import get, names, register
 from sla_jax.models.cifar_resnet import (BasicBlock, CifarResNet, DEPTHS,
-                                         OBJECTIVES, STAGE_CHANNELS,
-                                         heads_for_objective)
+                                         STAGE_CHANNELS)
 from sla_jax.models.torch_import import from_torch_state_dict
 
-__all__ = ["BasicBlock", "CifarResNet", "DEPTHS", "OBJECTIVES", "STAGE_CHANNELS",
-           "heads_for_objective", "from_torch_state_dict"]
+__all__ = ["get", "names", "register", "BasicBlock", "CifarResNet", "DEPTHS",
+           "STAGE_CHANNELS", "from_torch_state_dict"]

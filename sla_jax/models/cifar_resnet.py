@@ -11,8 +11,10 @@ Initialisation follows the original by default: convolutions
 heads PyTorch's default ``nn.Linear`` init ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
 for weights and biases.
 
-The heads are named by what they predict (see :func:`heads_for_objective`);
-the output is a dict ``{"features": [B, 64], <head>: [B, outputs], ...}``.
+The heads are named by what they predict (an objective's ``heads``, see
+:mod:`sla_jax.objectives`); the output is a dict
+``{"features": [B, 64], <head>: [B, outputs], ...}``. Registered as
+``cifar_resnet`` (any ``depth``) and ``cifar_resnet{20,32,44,56,110}``.
 """
 
 from __future__ import annotations
@@ -27,16 +29,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from sla_jax import feature_transforms
-from sla_jax.models import conv_ops
+from sla_jax.models import conv_ops, registry
 
-__all__ = ["CifarResNet", "BasicBlock", "heads_for_objective", "DEPTHS",
-           "OBJECTIVES", "STAGE_CHANNELS"]
+__all__ = ["CifarResNet", "BasicBlock", "DEPTHS", "STAGE_CHANNELS"]
 
 DEPTHS = (20, 32, 44, 56, 110)
 # Channels after the stem (index 0) and after each of the 3 stages.
 STAGE_CHANNELS = (16, 16, 32, 64)
-CONV_WEIGHT_GRADS = ("xla", "matmul")
-OBJECTIVES = ("baseline", "da", "mt", "sla", "sla_sd")
+CONV_WEIGHT_GRADS = ("auto", "xla", "matmul")
 
 # He-normal with fan_out, as the original's ``normal_(0, sqrt(2 / n))`` with
 # ``n = k * k * out_channels``.
@@ -56,33 +56,19 @@ def torch_linear_bias_init(fan_in: int):
   return init
 
 
-def _conv_fn(conv_weight_grad: str):
+def _check_conv_weight_grad(conv_weight_grad: str) -> None:
   if conv_weight_grad not in CONV_WEIGHT_GRADS:
-    raise ValueError(f"conv_weight_grad must be one of {CONV_WEIGHT_GRADS}; "
-                     f"got {conv_weight_grad!r}.")
+    raise ValueError(f"conv_weight_grad must be one of "
+                     f"{', '.join(CONV_WEIGHT_GRADS)}; got {conv_weight_grad!r}.")
+
+
+def _conv_fn(conv_weight_grad: str):
+  """``auto``: the matmul weight gradient on the CPU backend, XLA's elsewhere."""
+  _check_conv_weight_grad(conv_weight_grad)
+  if conv_weight_grad == "auto":
+    conv_weight_grad = "matmul" if jax.default_backend() == "cpu" else "xla"
   return (conv_ops.conv_general_dilated if conv_weight_grad == "matmul"
           else lax.conv_general_dilated)
-
-
-def heads_for_objective(objective: str, num_classes: int,
-                        num_transforms: int = 1) -> dict[str, int]:
-  """The output heads (name -> size) each training objective needs.
-
-  ``baseline``/``da``: ``class`` (N); ``mt``: ``class`` (N) + ``transform`` (M);
-  ``sla``: ``joint`` (N*M); ``sla_sd``: ``joint`` (N*M) + ``single`` (N).
-  """
-  n, m = num_classes, num_transforms
-  heads = {
-      "baseline": {"class": n},
-      "da": {"class": n},
-      "mt": {"class": n, "transform": m},
-      "sla": {"joint": n * m},
-      "sla_sd": {"joint": n * m, "single": n},
-  }
-  if objective not in heads:
-    raise ValueError(f"Unknown objective {objective!r}; valid objectives are: "
-                     f"{', '.join(OBJECTIVES)}.")
-  return heads[objective]
 
 
 def _shortcut_option_a(x: jax.Array, out_channels: int, stride: int) -> jax.Array:
@@ -102,7 +88,7 @@ class BasicBlock(nn.Module):
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
   zero_init_last_bn: bool = False
-  conv_weight_grad: str = "xla"
+  conv_weight_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -129,17 +115,18 @@ class CifarResNet(nn.Module):
     depth: Total depth, ``6n + 2`` (one of :data:`DEPTHS` or any such value).
     heads: Output heads, name -> number of outputs (see
       :func:`heads_for_objective`). Empty: a feature extractor.
-    dtype: Computation dtype (e.g. ``jnp.bfloat16``); parameters, BatchNorm
-      statistics and reductions stay float32.
+    dtype: Computation dtype (e.g. ``jnp.bfloat16`` or ``"bfloat16"``);
+      parameters, BatchNorm statistics and reductions stay float32.
     use_fast_variance: BatchNorm variance as ``E[x^2] - E[x]^2`` (one pass,
       faster) instead of the two-pass ``E[(x - E[x])^2]`` (PyTorch's numerics).
     zero_init_heads: Zero-initialise the heads (big_vision style) instead of
       PyTorch's default Linear init.
     zero_init_last_bn: Zero-initialise each block's last BatchNorm scale.
-    conv_weight_grad: ``"xla"`` (XLA's own convolution gradients) or
+    conv_weight_grad: ``"xla"`` (XLA's own convolution gradients),
       ``"matmul"`` (weight gradients as one matmul over 3x3 patches,
-      :mod:`sla_jax.models.conv_ops`; 2-3x faster on XLA's CPU backend, same
-      values to float rounding).
+      :mod:`sla_jax.models.conv_ops`; faster on XLA's CPU backend, same values
+      to float rounding; BENCHMARKS.md), or ``"auto"`` (matmul on the CPU
+      backend, xla on GPU/TPU).
     feature_groups: If >= 2, the feature-level pretext task
       (:mod:`sla_jax.feature_transforms`): after stage ``feature_stage`` every
       row is replaced by its ``V`` channel-group-discarding variants, so the
@@ -151,6 +138,7 @@ class CifarResNet(nn.Module):
 
   Call ``model.apply(variables, x, train=...)`` on NHWC images; in training
   pass ``mutable=["batch_stats"]``. Returns ``{"features": [B, 64], **heads}``.
+  Invalid settings raise ValueError when the module is constructed.
   """
   depth: int = 32
   heads: Mapping[str, int] | None = None
@@ -158,10 +146,27 @@ class CifarResNet(nn.Module):
   use_fast_variance: bool = False
   zero_init_heads: bool = False
   zero_init_last_bn: bool = False
-  conv_weight_grad: str = "xla"
+  conv_weight_grad: str = "auto"
   feature_groups: int = 0
   feature_stage: int = 2
   feature_identity: bool = True
+
+  def __post_init__(self):
+    if (self.depth - 2) % 6 or self.depth < 8:
+      raise ValueError(f"CifarResNet depth must be 6n + 2 (e.g. "
+                       f"{', '.join(map(str, DEPTHS))}); got {self.depth}.")
+    _check_conv_weight_grad(self.conv_weight_grad)
+    jnp.dtype(self.dtype)  # a valid dtype name or dtype
+    if self.feature_groups:
+      if self.feature_stage not in range(len(STAGE_CHANNELS)):
+        raise ValueError(f"feature stage must be 0 (after the stem), 1, 2 or "
+                         f"3; got {self.feature_stage}.")
+      width = STAGE_CHANNELS[self.feature_stage]
+      if self.feature_groups < 2 or width % self.feature_groups:
+        raise ValueError(f"feature groups={self.feature_groups} must be >= 2 "
+                         f"and divide the {width} channels after stage "
+                         f"{self.feature_stage}.")
+    super().__post_init__()
 
   def _feature_variants(self, x: jax.Array, stage: int) -> jax.Array:
     if self.feature_groups and stage == self.feature_stage:
@@ -171,27 +176,21 @@ class CifarResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
-    if (self.depth - 2) % 6 or self.depth < 8:
-      raise ValueError(f"CifarResNet depth must be 6n + 2 (e.g. "
-                       f"{', '.join(map(str, DEPTHS))}); got {self.depth}.")
     blocks_per_stage = (self.depth - 2) // 6
-    if (self.feature_groups
-        and self.feature_stage not in range(len(STAGE_CHANNELS))):
-      raise ValueError(f"feature_stage must be 0, 1, 2 or 3; got "
-                       f"{self.feature_stage}.")
-    x = x.astype(self.dtype)
+    dtype = jnp.dtype(self.dtype)
+    x = x.astype(dtype)
     x = nn.Conv(STAGE_CHANNELS[0], (3, 3), use_bias=False,
                 padding=((1, 1), (1, 1)), kernel_init=conv_init,
-                dtype=self.dtype, name="conv_1_3x3",
+                dtype=dtype, name="conv_1_3x3",
                 conv_general_dilated=_conv_fn(self.conv_weight_grad))(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, use_fast_variance=self.use_fast_variance,
+                     dtype=dtype, use_fast_variance=self.use_fast_variance,
                      name="bn_1")(x)
     x = self._feature_variants(nn.relu(x), 0)
     for stage, width in enumerate(STAGE_CHANNELS[1:], start=1):
       for i in range(blocks_per_stage):
         strides = 2 if (stage > 1 and i == 0) else 1
-        x = BasicBlock(width, strides, dtype=self.dtype,
+        x = BasicBlock(width, strides, dtype=dtype,
                        use_fast_variance=self.use_fast_variance,
                        zero_init_last_bn=self.zero_init_last_bn,
                        conv_weight_grad=self.conv_weight_grad,
@@ -202,10 +201,16 @@ class CifarResNet(nn.Module):
     for head, size in (self.heads or {}).items():
       fan_in = features.shape[-1]
       out[head] = nn.Dense(
-          size, dtype=self.dtype,
+          size, dtype=dtype,
           kernel_init=(nn.initializers.zeros if self.zero_init_heads
                        else torch_linear_kernel_init),
           bias_init=(nn.initializers.zeros if self.zero_init_heads
                      else torch_linear_bias_init(fan_in)),
           name=f"{head}_head")(features)
     return out
+
+
+registry.register("cifar_resnet", CifarResNet)
+for _depth in DEPTHS:
+  registry.register(f"cifar_resnet{_depth}",
+                    functools.partial(CifarResNet, depth=_depth))

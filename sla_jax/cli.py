@@ -1,0 +1,67 @@
+"""What the command-line tools share: their ``--help`` and one-line flag errors (exit 2).
+
+absl's ``--help`` lists only the flags of the ``__main__`` module, which for an
+installed console script is the wrapper, so each tool names its own flags
+here; a flag or config-file error (an unknown ``--config.FIELD``, a bad
+``file.py:ARGS``) becomes one line on stderr and exit status 2 instead of a
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import app, flags
+
+__all__ = ["run", "usage"]
+
+_HELP = ("--help", "-h", "--helpshort", "-?")
+
+
+def usage(doc: str, flag_names: Sequence[str]) -> str:
+  """The tool's docstring summary and its own flags, one line each."""
+  lines = [doc.strip().split("\n\n")[0], "", "flags:"]
+  for name in flag_names:
+    flag = flags.FLAGS[name]
+    default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+    lines.append(f"  --{name}: {' '.join(flag.help.split())}{default}")
+  lines += ["  --config.FIELD=VALUE: override any field of the config",
+            "", "--helpfull lists absl's and JAX's flags too."]
+  return "\n".join(lines)
+
+
+def _one_line(e: BaseException) -> str:
+  """The error's message; for a config file that raised, the raised error's line."""
+  text = str(e)
+  if "Traceback" in text:  # config_flags embeds the config file's traceback
+    flag = text.split(":", 1)[0]
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    return f"{flag}: {last}"
+  if isinstance(e, AttributeError):  # ml_collections: an unknown field
+    return f"unknown config field {text} (see --help)"
+  text = text.replace("Configuration is not available because of an earlier "
+                      "failure to load: ", "")
+  return " ".join(text.split()) or type(e).__name__
+
+
+def _parse(argv, prog: str):
+  try:
+    rest = flags.FLAGS(argv)
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+      flags.FLAGS["config"].value.keys()  # a config file that failed to load
+    return rest
+  except (flags.Error, ValueError, KeyError, AttributeError, TypeError,
+          OSError, SyntaxError) as e:
+    print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
+        argv: Sequence[str] | None = None) -> None:
+  """``app.run(main)`` with the tool's own ``--help`` and exit-2 flag errors."""
+  argv = list(sys.argv if argv is None else argv)
+  if any(arg in _HELP for arg in argv[1:]):
+    print(usage(doc, flag_names))
+    sys.exit(0)
+  app.run(main, argv=list(argv), flags_parser=lambda a: _parse(a, prog))

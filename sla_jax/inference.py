@@ -1,0 +1,201 @@
+"""Use a trained model: load a workdir's checkpoint, predict, export for serving.
+
+    model = sla_jax.inference.load("workdirs/quickstart")            # best checkpoint
+    logits = model.predict(uint8_images)                             # [B, N], selection head
+    ag = model.predict(uint8_images, head="ag")                      # aggregated over the M views
+    model.export("model.jax")                                        # single-pass predictor
+    served = sla_jax.inference.load_exported("model.jax")            # no sla_jax model code needed
+    np.testing.assert_array_equal(served(uint8_images), model.predict(uint8_images))
+
+``head`` is one of the objective's predictions, by metric name or short name:
+``acc`` (baseline / DA / MT class head), ``si`` = ``acc_si`` (SLA's identity
+view), ``ag`` = ``acc_ag`` (all M views), ``sd`` = ``acc_sd`` (the SLA+SD
+head). Images are what the dataset gives: uint8 NHWC of the training size,
+scaled to [-1, 1] inside the predictor as in training.
+
+The workdir's ``config.json`` and ``dataset.json`` (written by ``sla-train``)
+say which objective, model and data shape to rebuild; the parameters and
+BatchNorm statistics come from ``best/`` (the best validation step) or
+``checkpoints/`` (``"latest"`` or a step number).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sla_jax import evaluation, preprocess
+from sla_jax import spec as spec_lib
+
+__all__ = ["Predictor", "load", "load_exported", "restore_variables"]
+
+_SHORT_HEADS = {"si": "acc_si", "ag": "acc_ag", "sd": "acc_sd"}
+
+
+def _workdir_files(workdir):
+  from sla_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = train.workdir_path(workdir)
+  for name in ("config.json", "dataset.json"):
+    if not (workdir / name).exists():
+      raise FileNotFoundError(
+          f"{workdir / name} not found: pass a workdir written by sla-train "
+          f"(rerun its command to add dataset.json to an older one).")
+  return workdir
+
+
+def restore_variables(workdir, checkpoint: str | int = "best", mesh=None
+                      ) -> tuple[Any, int, spec_lib.Spec, dict[str, Any]]:
+  """``(variables, step, spec, dataset_info)`` of a workdir's checkpoint.
+
+  ``checkpoint``: ``"best"`` (best validation step), ``"latest"``, or a step
+  saved in ``checkpoints/``. Variables are replicated over ``mesh`` (default:
+  the first device).
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from sla_jax import train  # pylint: disable=g-import-not-at-top
+
+  workdir = _workdir_files(workdir)
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  info = json.loads((workdir / "dataset.json").read_text())
+  spec = spec_lib.resolve(config, info["num_classes"])
+  tx, _ = train.make_optimizer(config)
+  init = train.make_init(spec.model, tx, tuple(info["image_shape"]))
+  sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+              if mesh is not None
+              else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      jax.eval_shape(init, jax.random.key(0)))
+  folder = "best" if checkpoint == "best" else "checkpoints"
+  manager = ocp.CheckpointManager(workdir / folder)
+  steps = manager.all_steps()
+  if checkpoint in ("best", "latest"):
+    step = max(steps) if steps else None
+  else:
+    try:
+      step = int(checkpoint)
+    except ValueError:
+      raise ValueError(f"checkpoint must be 'best', 'latest' or a step number; "
+                       f"got {checkpoint!r}.") from None
+    step = step if step in steps else None
+  if step is None:
+    raise FileNotFoundError(
+        f"No checkpoint {checkpoint!r} in {workdir / folder} (saved steps: "
+        f"{sorted(steps) or 'none'}).")
+  if folder == "best":
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  else:
+    state = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
+  manager.close()
+  return train.variables_of(state), step, spec, info
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+  """A trained model ready to predict; see the module docstring."""
+  spec: spec_lib.Spec
+  variables: Any
+  step: int
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  _jitted: dict = dataclasses.field(default_factory=dict, repr=False,
+                                    compare=False)
+
+  @property
+  def heads(self) -> tuple[str, ...]:
+    """The predictions this model makes (metric names)."""
+    return self.spec.objective.metric_names
+
+  def _head(self, head: str | None) -> str:
+    name = self.spec.objective.selection_metric if head is None else (
+        _SHORT_HEADS.get(head, head))
+    if name not in self.heads:
+      raise ValueError(f"head {head!r} is not one of this "
+                       f"{self.spec.objective.name} model's predictions: "
+                       f"{', '.join(self.heads)} (or si / ag / sd).")
+    return name
+
+  def predict_fn(self, head: str | None = None) -> Callable:
+    """Pure ``(variables, uint8 images) -> [B, N] logits`` for ``head``."""
+    name = self._head(head)
+    objective, model, dtype = (self.spec.objective, self.spec.model,
+                               self.spec.dtype)
+    single_pass = name != "acc_ag"
+
+    def fn(variables, images):
+      x = preprocess.normalize(images, dtype)
+      if single_pass:  # identity views only: SI, SD and acc read just these
+        logits = objective.single_pass_predictions(
+            model.apply(variables, x, train=False))[name]
+      else:
+        outputs = evaluation.eval_outputs(model, objective.group, variables, x)
+        logits = objective.predictions(outputs)[name]
+      return logits.astype(jnp.float32)
+
+    return fn
+
+  def predict(self, images, head: str | None = None) -> jax.Array:
+    """``[B, N]`` float32 logits of uint8 NHWC ``images`` (jit-compiled)."""
+    name = self._head(head)
+    if name not in self._jitted:
+      self._jitted[name] = jax.jit(self.predict_fn(name))
+    images = jnp.asarray(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+      raise ValueError(f"images must be [B, {', '.join(map(str, self.image_shape))}] "
+                       f"(the training size); got {tuple(images.shape)}.")
+    return self._jitted[name](self.variables, images)
+
+  def export(self, path: str | os.PathLike, head: str | None = None) -> None:
+    """Writes the single-pass predictor (SI / SD / acc) for serving.
+
+    One file: the ``jax.export`` serialisation of ``(variables, uint8 images)
+    -> logits`` with a symbolic batch size, and the variables beside it (as
+    arguments rather than baked-in constants, so the served logits equal
+    :meth:`predict`'s bit for bit). Reload with :func:`load_exported` (no model
+    code needed).
+    """
+    from flax import serialization  # pylint: disable=g-import-not-at-top
+    name = self._head(head)
+    if name == "acc_ag":
+      raise ValueError("export the single-pass heads (si, sd, acc); AG runs "
+                       "M passes: serve it with predict().")
+    batch = jax.export.symbolic_shape("b")
+    images = jax.ShapeDtypeStruct(batch + tuple(self.image_shape), jnp.uint8)
+    variables = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                             self.variables)
+    exported = jax.export.export(jax.jit(self.predict_fn(name)))(variables,
+                                                                 images)
+    payload = {"format": "sla_jax.inference/1", "head": name,
+               "exported": bytes(exported.serialize()),
+               "variables": jax.tree.map(np.asarray,
+                                         jax.device_get(self.variables))}
+    with open(path, "wb") as f:
+      f.write(serialization.msgpack_serialize(payload))
+
+
+def load(workdir, checkpoint: str | int = "best") -> Predictor:
+  """A :class:`Predictor` for a workdir written by ``sla-train``."""
+  variables, step, spec, info = restore_variables(workdir, checkpoint)
+  return Predictor(spec, variables, step, tuple(info["image_shape"]),
+                   info["num_classes"])
+
+
+def load_exported(path: str | os.PathLike) -> Callable[[Any], jax.Array]:
+  """The predictor written by :meth:`Predictor.export`: ``uint8 images -> logits``."""
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  with open(path, "rb") as f:
+    payload = serialization.msgpack_restore(f.read())
+  if payload.get("format") != "sla_jax.inference/1":
+    raise ValueError(f"{path} is not a file written by Predictor.export.")
+  exported = jax.export.deserialize(bytearray(payload["exported"]))
+  variables = payload["variables"]
+  return lambda images: exported.call(variables, np.asarray(images, np.uint8))

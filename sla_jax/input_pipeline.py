@@ -1,0 +1,77 @@
+"""Training batches: drawn on the device, or read by a grain host pipeline.
+
+Both paths draw B distinct images per step (as the original's
+``random.sample``) from a pure function of (seed, step), so a resumed run
+reads exactly the batches an uninterrupted one would.
+
+* On the device (``data_on_device=True``): the uint8 training set lives on the
+  devices and :func:`device_batch` picks the step's rows inside the jitted
+  step; the host does no per-step work.
+* On the host (``data_on_device=False``, datasets too large for that):
+  :func:`host_batches` reads each process's share of every batch
+  (:func:`host_batch_indices`) in grain's background threads and assembles the
+  global batch with ``jax.make_array_from_process_local_data``.
+
+Everything after the batch (crop, flip, scaling, the M views) is the jitted
+step's, the same for both paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+from sla_jax import data as data_lib
+
+__all__ = ["device_batch", "host_batch_indices", "host_batches"]
+
+
+def device_batch(key: jax.Array, images: jax.Array, labels: jax.Array,
+                 batch_size: int, sharding=None) -> tuple[jax.Array, jax.Array]:
+  """``batch_size`` distinct random rows of the on-device training set (jit-safe).
+
+  With ``sharding`` the batch is laid out over the mesh's data axis.
+  """
+  index = jax.random.choice(key, labels.shape[0], (batch_size,), replace=False)
+  batch = images[index], labels[index]
+  if sharding is not None:
+    batch = jax.lax.with_sharding_constraint(batch, sharding)
+  return batch
+
+
+def host_batch_indices(seed: int, step: int, num_train: int, batch_size: int,
+                       process_index: int = 0, process_count: int = 1
+                       ) -> np.ndarray:
+  """This process's share of step ``step``'s batch: B distinct random images.
+
+  A pure function of (seed, step), so a resumed run reads the same batches.
+  """
+  rng = np.random.default_rng([seed, step])
+  index = rng.choice(num_train, batch_size, replace=False)
+  share = batch_size // process_count
+  return index[process_index * share:(process_index + 1) * share]
+
+
+def host_batches(split: data_lib.Split, seed: int, batch_size: int,
+                 start_step: int, total_steps: int, sharding,
+                 num_threads: int = 8) -> Iterator[tuple[jax.Array, jax.Array]]:
+  """Global batches for steps ``start_step..total_steps-1``, read by grain threads.
+
+  Each process reads only its rows; ``sharding`` (batch axis over the mesh)
+  assembles them into global arrays.
+  """
+  import grain  # pylint: disable=g-import-not-at-top
+
+  def read(step):
+    return split.read(host_batch_indices(seed, step, split.size, batch_size,
+                                         jax.process_index(),
+                                         jax.process_count()))
+
+  batches = grain.MapDataset.range(start_step, total_steps).map(read)
+  batches = batches.to_iter_dataset(grain.ReadOptions(
+      num_threads=num_threads, prefetch_buffer_size=2 * num_threads))
+  for images, labels in batches:
+    yield (jax.make_array_from_process_local_data(sharding, images),
+           jax.make_array_from_process_local_data(sharding, labels))

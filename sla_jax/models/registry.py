@@ -1,0 +1,44 @@
+"""Models by name: ``sla_jax.models.get("cifar_resnet32", heads={...})``.
+
+Every registered model is a Flax Linen module called as
+``model.apply(variables, images, train=...)`` on NHWC images that returns
+``{"features": [B, D], <head>: [B, size], ...}`` for its ``heads`` mapping,
+computes in ``dtype`` (a name or a dtype) with float32 parameters, and takes
+``conv_weight_grad`` ("auto", "xla" or "matmul") and ``use_fast_variance``.
+Adding a model is one :func:`register` call plus its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+
+__all__ = ["register", "get", "names"]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str, factory: Callable[..., nn.Module]) -> None:
+  """Adds ``factory(**kwargs) -> nn.Module`` under ``name``."""
+  if name in _REGISTRY:
+    raise ValueError(f"Model {name!r} is already registered.")
+  _REGISTRY[name] = factory
+
+
+def names() -> tuple[str, ...]:
+  """The registered model names."""
+  return tuple(_REGISTRY)
+
+
+def get(name: str, **kwargs) -> nn.Module:
+  """The model ``name`` built with ``kwargs`` (ValueError naming the fix)."""
+  try:
+    factory = _REGISTRY[name]
+  except KeyError:
+    raise ValueError(f"Unknown model {name!r}; valid models are: "
+                     f"{', '.join(_REGISTRY)}.") from None
+  try:
+    return factory(**kwargs)
+  except TypeError as e:  # an unknown keyword argument
+    raise ValueError(f"Model {name!r}: {e}.") from None

@@ -1,0 +1,97 @@
+"""A trainer config resolved once into typed objects: the objective, the model, the dtype.
+
+:func:`resolve` reads every field that selects code (``objective``,
+``transform``, ``feature_transform``, ``model``) exactly once and validates
+it in the constructors of the objects it builds (objective registry, model
+registry, :class:`FeatureTransform`); the trainer, ``sla-bench`` and
+``sla-eval`` use the result and never re-read those fields. Errors are
+:class:`ConfigError` with a message that says what to change.
+
+``config.model`` holds ``name`` (a :mod:`sla_jax.models` registry name) and
+the model's keyword arguments (``depth``, ``dtype``, ``conv_weight_grad``,
+``use_fast_variance``, ...), passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from sla_jax import feature_transforms, models, objectives
+
+__all__ = ["ConfigError", "FeatureTransform", "Spec", "resolve", "DTYPES"]
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot run; the message says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureTransform:
+  """The feature-level pretext task (:mod:`sla_jax.feature_transforms`).
+
+  ``groups = 0``: off. Otherwise after model stage ``stage`` each row becomes
+  ``views`` variants, each discarding one of ``groups`` channel groups (plus
+  the untouched map first if ``identity``).
+  """
+  groups: int = 0
+  stage: int = 2
+  identity: bool = True
+
+  def __post_init__(self):
+    if self.groups:
+      feature_transforms.num_variants(self.groups, self.identity)  # groups >= 2
+
+  @property
+  def enabled(self) -> bool:
+    return bool(self.groups)
+
+  @property
+  def views(self) -> int:
+    """Variants per row (1 when off)."""
+    return (feature_transforms.num_variants(self.groups, self.identity)
+            if self.groups else 1)
+
+  def model_kwargs(self) -> dict[str, Any]:
+    """The model arguments that apply it (none when off)."""
+    if not self.groups:
+      return {}
+    return {"feature_groups": self.groups, "feature_stage": self.stage,
+            "feature_identity": self.identity}
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """What a config trains: objective (with its transform group), model, dtype."""
+  objective: objectives.Objective
+  model: nn.Module
+  dtype: jnp.dtype
+  feature: FeatureTransform
+
+
+def resolve(config: ml_collections.ConfigDict, num_classes: int) -> Spec:
+  """Builds the objective and the model ``config`` asks for; ConfigError if it cannot."""
+  try:
+    feature = FeatureTransform(**dict(config.get("feature_transform") or {}))
+    objective = objectives.make(config.objective, num_classes,
+                                config.transform, config.large_loss,
+                                config.temperature, feature.views)
+    model_kwargs = dict(config.model)
+    name = model_kwargs.pop("name")
+    if model_kwargs.get("dtype", "float32") not in DTYPES:
+      raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}; got "
+                       f"{model_kwargs['dtype']!r}.")
+    dtype = jnp.dtype(model_kwargs.pop("dtype", "float32"))
+    model = models.get(name, heads=objective.heads, dtype=dtype,
+                       **model_kwargs, **feature.model_kwargs())
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if config.total_steps <= 0 or config.batch_size <= 0:
+    raise ConfigError("total_steps and batch_size must be positive.")
+  return Spec(objective, model, dtype, feature)

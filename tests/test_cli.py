@@ -1,0 +1,104 @@
+"""The command-line tools: their own --help, one-line errors with exit 2, bad image folders."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import subprocess_util as sp
+from sla_jax import config_lib
+from sla_jax import data as data_lib
+
+TOOLS = {"sla_jax.main": ("--config", "--workdir"),
+         "sla_jax.bench": ("--config", "--steps", "--json"),
+         "sla_jax.eval_cli": ("--workdir", "--checkpoint", "--split")}
+
+
+def _run(*args, timeout=sp.TIMEOUT_S):
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True,
+                        text=True, cwd=sp.REPO, timeout=timeout)
+
+
+@pytest.mark.parametrize("module", sorted(TOOLS))
+def test_help_lists_the_tools_own_flags(module):
+  proc = _run(module, "--help")
+  assert proc.returncode == 0, proc.stderr
+  for flag in TOOLS[module]:
+    assert f"  {flag}: " in proc.stdout, (flag, proc.stdout)
+  assert "Try --helpfull" not in proc.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config", "configs/quickstart.py:dataset=digits"],
+     "ValueError: Unknown config argument 'dataset'; valid arguments are"),
+    (["--config", "configs/quickstart.py", "--config.no_such_field=1"],
+     "unknown config field"),
+    (["--config", "configs/quickstart.py", "--config.total_steps=many"],
+     "--config.total_steps=many"),
+    (["--config", "configs/no_such_config.py"], "No such file or directory"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path, args, message):
+  proc = _run("sla_jax.main", *args, f"--workdir={tmp_path / 'w'}")
+  assert proc.returncode == 2, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("sla-train: error: "), lines
+  assert message in lines[0]
+  assert not (tmp_path / "w").exists()  # nothing started
+
+
+def _folder(root, classes=("a", "b"), test_classes=None, per_class=3):
+  rng = np.random.default_rng(0)
+  for split, names in (("train", classes), ("test", test_classes or classes)):
+    for name in names:
+      (root / split / name).mkdir(parents=True)
+      for k in range(per_class):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(
+            root / split / name / f"{k}.png")
+  return root
+
+
+def _config(root, **fields):
+  c = config_lib.base_config()
+  c.dataset, c.val_size = f"folder:{root}", 1
+  for k, v in fields.items():
+    c[k] = v
+  return c
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path, caplog):
+  root = _folder(tmp_path / "imgs")
+  bad = root / "train" / "b" / "1.png"
+  bad.write_bytes(b"not an image at all")
+  with pytest.raises(ValueError, match=r"Cannot read image .*train/b/1\.png.*"
+                     r"skip_corrupt=True"):
+    data_lib.load(_config(root))
+  dataset = data_lib.load(_config(root, skip_corrupt=True))
+  assert dataset.train.size + dataset.val.size == 5  # 6 images, 1 skipped
+  assert "Skipped 1 unreadable image(s)" in caplog.text
+  bad.unlink()
+  truncated = root / "test" / "a" / "0.png"  # a valid header, cut short
+  truncated.write_bytes(truncated.read_bytes()[:40])
+  with pytest.raises(ValueError, match=r"Cannot read image .*test/a/0\.png"):
+    data_lib.load(_config(root))
+
+
+def test_train_and_test_class_sets_must_match(tmp_path):
+  root = _folder(tmp_path / "imgs", classes=("a", "b", "c"),
+                 test_classes=("a", "b", "d"))
+  with pytest.raises(ValueError, match="only in train/: c; only in test/: d"):
+    data_lib.load(_config(root))
+
+
+def test_trainer_cli_exit_2_on_a_corrupt_image(tmp_path):
+  root = _folder(tmp_path / "imgs")
+  (root / "train" / "a" / "2.png").write_bytes(b"\x89PNG broken")
+  config = sp.write_config(tmp_path / "c.py", dataset=f"folder:{root}",
+                           val_size=1, batch_size=2)
+  proc = _run("sla_jax.main", "--config", str(config),
+              f"--workdir={tmp_path / 'w'}")
+  assert proc.returncode == 2
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("sla-train: error: Cannot read image ") and "2.png" in last
+  assert "Traceback" not in proc.stderr

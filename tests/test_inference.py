@@ -1,0 +1,95 @@
+"""sla-eval, sla_jax.inference.load and export on a tiny trained workdir."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import subprocess_util as sp
+from sla_jax import data as data_lib
+from sla_jax import eval_cli, inference, preprocess, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("sla_sd_run")
+  config = sp.make_config(objective="sla_sd")
+  results = train.train_and_evaluate(config, workdir)
+  return workdir, config, results
+
+
+def test_eval_reproduces_results_json_exactly(trained):
+  workdir, _, results = trained
+  out = eval_cli.evaluate_workdir(workdir, "best", "test")
+  assert out["step"] == results["best_step"]
+  assert out["metrics"] == results["test"]  # same evaluator, same numbers
+  val = eval_cli.evaluate_workdir(workdir, "best", "val")
+  assert val["metrics"] == results["val"]
+  for name in ("acc_si", "acc_ag", "acc_sd"):
+    counts = np.asarray(out["confusion"][name])
+    assert counts.shape == (10, 10) and counts.sum() == out["size"]
+    assert np.trace(counts) / counts.sum() == pytest.approx(out["metrics"][name])
+    per_class = out["per_class"][name]
+    np.testing.assert_allclose(per_class, np.diag(counts) / counts.sum(1))
+
+
+def test_eval_latest_and_other_checkpoints(trained):
+  workdir, config, results = trained
+  latest = eval_cli.evaluate_workdir(workdir, "latest", "test")
+  assert latest["step"] == config.total_steps
+  earlier = eval_cli.evaluate_workdir(workdir, str(config.total_steps), "test")
+  assert earlier["metrics"] == latest["metrics"]
+  with pytest.raises(FileNotFoundError, match="No checkpoint '7'"):
+    eval_cli.evaluate_workdir(workdir, "7", "test")
+
+
+def test_predictor_matches_the_evaluator_and_exports(trained, tmp_path):
+  workdir, config, results = trained
+  model = inference.load(workdir)
+  assert model.heads == ("acc_si", "acc_ag", "acc_sd")
+  dataset = data_lib.load(config)
+  images, labels = dataset.test.read_all()
+  for head, metric in (("si", "acc_si"), ("ag", "acc_ag"), ("sd", "acc_sd"),
+                       (None, "acc_sd")):
+    logits = model.predict(images, head)
+    assert logits.shape == (len(labels), 10)
+    accuracy = float(np.mean(np.argmax(logits, -1) == labels))
+    assert accuracy == pytest.approx(results["test"][metric], abs=1e-6), head
+  path = tmp_path / "sla_sd.jax"
+  model.export(path, head="sd")
+  served = inference.load_exported(path)
+  np.testing.assert_array_equal(served(images[:7]), model.predict(images[:7], "sd"))
+  np.testing.assert_array_equal(served(images[:3]), model.predict(images[:3], "sd"))
+  with pytest.raises(ValueError, match="not one of this sla_sd model's"):
+    model.predict(images, head="acc")
+  with pytest.raises(ValueError, match=r"images must be \[B, 8, 8, 1\]"):
+    model.predict(images[0])
+
+
+def test_sla_eval_cli(trained, tmp_path):
+  workdir, _, results = trained
+  proc = subprocess.run(
+      [sys.executable, "-m", "sla_jax.eval_cli", f"--workdir={workdir}",
+       f"--out={tmp_path / 'e'}", "--config.eval_batch_size=64"],
+      capture_output=True, text=True, timeout=sp.TIMEOUT_S, cwd=sp.REPO)
+  assert proc.returncode == 0, proc.stderr
+  metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+  for name, value in results["test"].items():
+    if name != "loss":  # another batch size may round the loss sum otherwise
+      assert metrics["metrics"][name] == value
+  assert {p.name for p in (tmp_path / "e").glob("*.png")} == {
+      "confusion_acc_si.png", "confusion_acc_ag.png", "confusion_acc_sd.png"}
+  bad = subprocess.run(
+      [sys.executable, "-m", "sla_jax.eval_cli", f"--workdir={workdir}",
+       "--config.no_such_field=1"], capture_output=True, text=True,
+      timeout=sp.TIMEOUT_S, cwd=sp.REPO)
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      "sla-eval: error: Unknown config field 'no_such_field'")
+  missing = subprocess.run(
+      [sys.executable, "-m", "sla_jax.eval_cli", f"--workdir={tmp_path}"],
+      capture_output=True, text=True, timeout=sp.TIMEOUT_S, cwd=sp.REPO)
+  assert missing.returncode == 2 and "has no config.json" in missing.stderr
