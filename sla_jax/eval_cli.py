@@ -39,59 +39,6 @@ flags.mark_flag_as_required("workdir")
 _USAGE_FLAGS = ("workdir", "checkpoint", "split", "out", "plots")
 
 
-def evaluate_workdir(workdir, checkpoint="best", split="test",
-                     overrides: dict[str, str] | None = None) -> dict:
-  """Metrics of a workdir's checkpoint on ``split`` (see module docstring)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from sla_jax import config_lib, distributed, evaluation, inference  # pylint: disable=g-import-not-at-top
-  from sla_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from sla_jax import spec as spec_lib, train  # pylint: disable=g-import-not-at-top
-
-  workdir = train.workdir_path(workdir)
-  if not (workdir / "config.json").exists():
-    raise FileNotFoundError(f"{workdir} has no config.json: pass a workdir "
-                            f"written by sla-train.")
-  saved = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  try:
-    config = config_lib.apply_overrides(saved, overrides or {})
-    mesh = distributed.make_mesh(config.num_devices)
-  except ValueError as e:
-    raise spec_lib.ConfigError(str(e)) from None
-  variables, step, spec, info = inference.restore_variables(
-      workdir, checkpoint, mesh)
-  try:
-    dataset = data_lib.load(config)
-  except ValueError as e:
-    raise spec_lib.ConfigError(str(e)) from None
-  if dataset.num_classes != info["num_classes"]:
-    raise spec_lib.ConfigError(
-        f"dataset {dataset.name!r} has {dataset.num_classes} classes but the "
-        f"model in {workdir} was trained on {info['num_classes']}.")
-  train.check_against_data(config, spec, dataset, mesh.devices.size)
-  evaluate = evaluation.make_evaluator(spec.model, spec.objective, spec.dtype,
-                                       config.eval_batch_size, mesh,
-                                       per_class=True)
-  metrics = evaluate(variables, getattr(dataset, split))
-  result = {"workdir": str(workdir), "checkpoint": checkpoint, "step": step,
-            "split": split, "dataset": dataset.name,
-            "size": getattr(dataset, split).size,
-            "objective": spec.objective.name, "metrics": {}, "per_class": {},
-            "confusion": {}}
-  for key, value in metrics.items():
-    if key.startswith("confusion/"):
-      name = key.split("/", 1)[1]
-      counts = np.asarray(value)
-      totals = counts.sum(1)
-      result["confusion"][name] = counts.tolist()
-      result["per_class"][name] = [
-          float(counts[i, i] / totals[i]) if totals[i] else None
-          for i in range(len(counts))]
-    else:
-      result["metrics"][key] = value
-  return result
-
-
 def _plot_confusion(counts, title: str, path: pathlib.Path) -> bool:
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
@@ -141,7 +88,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   from sla_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
   try:
-    result = evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value,
+    from sla_jax import inference  # pylint: disable=g-import-not-at-top
+    result = inference.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value,
                               _OVERRIDES)
   except (spec_lib.ConfigError, FileNotFoundError, ValueError) as e:
     print(f"sla-eval: error: {e}", file=sys.stderr)

@@ -34,7 +34,8 @@ import numpy as np
 from sla_jax import evaluation, preprocess
 from sla_jax import spec as spec_lib
 
-__all__ = ["Predictor", "load", "load_exported", "restore_variables"]
+__all__ = ["Predictor", "load", "load_exported", "restore_variables",
+           "evaluate_workdir"]
 
 _SHORT_HEADS = {"si": "acc_si", "ag": "acc_ag", "sd": "acc_sd"}
 
@@ -199,3 +200,60 @@ def load_exported(path: str | os.PathLike) -> Callable[[Any], jax.Array]:
   exported = jax.export.deserialize(bytearray(payload["exported"]))
   variables = payload["variables"]
   return lambda images: exported.call(variables, np.asarray(images, np.uint8))
+
+
+def evaluate_workdir(workdir, checkpoint="best", split="test",
+                     overrides: dict[str, str] | None = None) -> dict:
+  """Metrics of a workdir's checkpoint on ``split``: what ``sla-eval`` reports.
+
+  The trainer's own evaluator on ``config.json`` with ``overrides``
+  (``{"dataset": "folder:/x"}``): ``metrics`` (every prediction's accuracy and
+  the loss), ``per_class`` accuracies and ``confusion`` counts per prediction.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sla_jax import config_lib, distributed, train  # pylint: disable=g-import-not-at-top
+  from sla_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+
+  workdir = train.workdir_path(workdir)
+  if not (workdir / "config.json").exists():
+    raise FileNotFoundError(f"{workdir} has no config.json: pass a workdir "
+                            f"written by sla-train.")
+  saved = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  try:
+    config = config_lib.apply_overrides(saved, overrides or {})
+    mesh = distributed.make_mesh(config.num_devices)
+  except ValueError as e:
+    raise spec_lib.ConfigError(str(e)) from None
+  variables, step, spec, info = restore_variables(
+      workdir, checkpoint, mesh)
+  try:
+    dataset = data_lib.load(config)
+  except ValueError as e:
+    raise spec_lib.ConfigError(str(e)) from None
+  if dataset.num_classes != info["num_classes"]:
+    raise spec_lib.ConfigError(
+        f"dataset {dataset.name!r} has {dataset.num_classes} classes but the "
+        f"model in {workdir} was trained on {info['num_classes']}.")
+  train.check_against_data(config, spec, dataset, mesh.devices.size)
+  evaluate = evaluation.make_evaluator(spec.model, spec.objective, spec.dtype,
+                                       config.eval_batch_size, mesh,
+                                       per_class=True)
+  metrics = evaluate(variables, getattr(dataset, split))
+  result = {"workdir": str(workdir), "checkpoint": checkpoint, "step": step,
+            "split": split, "dataset": dataset.name,
+            "size": getattr(dataset, split).size,
+            "objective": spec.objective.name, "metrics": {}, "per_class": {},
+            "confusion": {}}
+  for key, value in metrics.items():
+    if key.startswith("confusion/"):
+      name = key.split("/", 1)[1]
+      counts = np.asarray(value)
+      totals = counts.sum(1)
+      result["confusion"][name] = counts.tolist()
+      result["per_class"][name] = [
+          float(counts[i, i] / totals[i]) if totals[i] else None
+          for i in range(len(counts))]
+    else:
+      result["metrics"][key] = value
+  return result

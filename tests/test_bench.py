@@ -10,6 +10,8 @@ import pytest
 from sla_jax import bench
 from test_train import tiny_config
 
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -10,6 +10,8 @@ import pytest
 from conftest import CIFAR10_JPEG
 from sla_jax import config_lib, train
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def cifar10_folder(tmp_path_factory):

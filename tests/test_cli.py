@@ -21,6 +21,7 @@ def _run(*args, timeout=sp.TIMEOUT_S):
                         text=True, cwd=sp.REPO, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", sorted(TOOLS))
 def test_help_lists_the_tools_own_flags(module):
   proc = _run(module, "--help")
@@ -30,6 +31,7 @@ def test_help_lists_the_tools_own_flags(module):
   assert "Try --helpfull" not in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--config", "configs/quickstart.py:dataset=digits"],
      "ValueError: Unknown config argument 'dataset'; valid arguments are"),
@@ -91,6 +93,7 @@ def test_train_and_test_class_sets_must_match(tmp_path):
     data_lib.load(_config(root))
 
 
+@pytest.mark.slow
 def test_trainer_cli_exit_2_on_a_corrupt_image(tmp_path):
   root = _folder(tmp_path / "imgs")
   (root / "train" / "a" / "2.png").write_bytes(b"\x89PNG broken")

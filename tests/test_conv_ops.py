@@ -48,6 +48,7 @@ def test_other_convolutions_fall_back_to_lax():
   np.testing.assert_array_equal(out, ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_model_gradients_match_with_either_implementation(dtype):
   x = jax.random.normal(jax.random.key(0), (16, 16, 16, 3))

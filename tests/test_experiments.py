@@ -8,6 +8,8 @@ import pytest
 from conftest import REPO
 from sla_jax import experiments
 
+pytestmark = pytest.mark.slow
+
 
 def toy_grid(runs=("baseline/rotation", "sla/rotation")):
   g = ml_collections.ConfigDict()

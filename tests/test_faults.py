@@ -16,6 +16,8 @@ import pytest
 import subprocess_util as sp
 from sla_jax import train
 
+pytestmark = pytest.mark.slow
+
 # Long enough that a run is still going when it is killed; evals kept rare.
 LONG = dict(total_steps=120, log_every=10, eval_every=60, checkpoint_every=10)
 

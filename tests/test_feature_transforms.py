@@ -89,6 +89,7 @@ def test_identity_variant_equals_the_plain_network():
   assert not np.allclose(ours[1::3], ours[::3])  # discarding changes outputs
 
 
+@pytest.mark.slow
 def test_gradients_reach_the_layers_before_the_transform():
   objective = objectives.make("sla_sd", 10, "rotation", feature_views=3)
   model = models.CifarResNet(8, heads=objective.heads, feature_groups=2,
@@ -122,6 +123,7 @@ def test_eval_outputs_with_feature_variants_equal_one_pass():
   np.testing.assert_allclose(ours["joint"], one_pass["joint"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_trainer_end_to_end_with_input_and_feature_transforms(tmp_path):
   c = tiny_config("sla_sd")
   c.feature_transform.groups = 2

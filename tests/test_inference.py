@@ -10,7 +10,9 @@ import pytest
 
 import subprocess_util as sp
 from sla_jax import data as data_lib
-from sla_jax import eval_cli, inference, preprocess, train
+from sla_jax import inference, train
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +25,10 @@ def trained(tmp_path_factory):
 
 def test_eval_reproduces_results_json_exactly(trained):
   workdir, _, results = trained
-  out = eval_cli.evaluate_workdir(workdir, "best", "test")
+  out = inference.evaluate_workdir(workdir, "best", "test")
   assert out["step"] == results["best_step"]
   assert out["metrics"] == results["test"]  # same evaluator, same numbers
-  val = eval_cli.evaluate_workdir(workdir, "best", "val")
+  val = inference.evaluate_workdir(workdir, "best", "val")
   assert val["metrics"] == results["val"]
   for name in ("acc_si", "acc_ag", "acc_sd"):
     counts = np.asarray(out["confusion"][name])
@@ -38,12 +40,12 @@ def test_eval_reproduces_results_json_exactly(trained):
 
 def test_eval_latest_and_other_checkpoints(trained):
   workdir, config, results = trained
-  latest = eval_cli.evaluate_workdir(workdir, "latest", "test")
+  latest = inference.evaluate_workdir(workdir, "latest", "test")
   assert latest["step"] == config.total_steps
-  earlier = eval_cli.evaluate_workdir(workdir, str(config.total_steps), "test")
+  earlier = inference.evaluate_workdir(workdir, str(config.total_steps), "test")
   assert earlier["metrics"] == latest["metrics"]
   with pytest.raises(FileNotFoundError, match="No checkpoint '7'"):
-    eval_cli.evaluate_workdir(workdir, "7", "test")
+    inference.evaluate_workdir(workdir, "7", "test")
 
 
 def test_predictor_matches_the_evaluator_and_exports(trained, tmp_path):

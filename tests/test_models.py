@@ -88,6 +88,7 @@ def test_option_a_shortcut_halves_resolution_and_pads_channels():
   np.testing.assert_array_equal(y[..., 16:], 0)
 
 
+@pytest.mark.slow
 def test_initialisation_follows_the_original():
   _, variables = _init(heads={"joint": 40})
   params = variables["params"]
@@ -104,6 +105,7 @@ def test_initialisation_follows_the_original():
   assert not np.any(zeroed["params"]["stage_2_0"]["bn_b"]["scale"])
 
 
+@pytest.mark.slow
 def test_bf16_compute_with_float32_parameters():
   model, variables = _init(heads={"joint": 40}, dtype=jnp.bfloat16)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))

@@ -10,6 +10,8 @@ import pytest
 import subprocess_util as sp
 from sla_jax import train
 
+pytestmark = pytest.mark.slow
+
 
 
 def _gloo_available() -> bool:

@@ -94,6 +94,7 @@ def test_train_mode_forward_matches(reference, mode):
     np.testing.assert_allclose(kl, reference["sla_sd.kl_loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv_weight_grad", ["xla", "matmul"])
 @pytest.mark.parametrize("mode", MODES)
 def test_one_sgd_step_matches(reference, mode, conv_weight_grad):
@@ -117,6 +118,7 @@ def test_one_sgd_step_matches(reference, mode, conv_weight_grad):
                                  err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_batch_statistics_after_the_step_match(reference, mode):
   _, _, _, _, stats = _sgd_step(reference, mode)

@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 
 from benchmarks import compare_torch, torch_sla  # pylint: disable=g-import-not-at-top
 
+pytestmark = pytest.mark.slow
+
 
 def test_reimplementation_reproduces_the_original_loss_and_step(reference):
   model = torch_sla.CifarResNetSLA(32, 40).train()

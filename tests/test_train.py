@@ -31,7 +31,10 @@ EXPECTED_METRICS = {
 }
 
 
-@pytest.mark.parametrize("objective", sorted(EXPECTED_METRICS))
+# The fast tier's one end-to-end run is sla_sd (every output and metric).
+@pytest.mark.parametrize("objective", [
+    o if o == "sla_sd" else pytest.param(o, marks=pytest.mark.slow)
+    for o in sorted(EXPECTED_METRICS)])
 def test_end_to_end_outputs(tmp_path, objective):
   results = train.train_and_evaluate(tiny_config(objective), tmp_path)
   expected = EXPECTED_METRICS[objective] | {"loss"}
@@ -58,6 +61,7 @@ def test_end_to_end_outputs(tmp_path, objective):
   assert json.loads((tmp_path / "config.json").read_text())["objective"] == objective
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data_on_device", [True, False])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch,
                                                     data_on_device):
@@ -91,6 +95,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch,
         assert b[k] == pytest.approx(a[k], rel=1e-5), (a["step"], k)
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(tmp_path):
   assert jax.device_count() == 8  # tests/conftest.py simulates 8 CPU devices
   config = tiny_config("sla", total_steps=3, log_every=1, eval_every=3,
@@ -137,6 +142,7 @@ def test_unknown_tfds_dataset_offline(tmp_path):
         tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_resuming_with_another_config_is_refused(tmp_path):
   train.train_and_evaluate(tiny_config(total_steps=10), tmp_path)
   with pytest.raises(train.ConfigError, match="different config.*objective"):
@@ -144,6 +150,7 @@ def test_resuming_with_another_config_is_refused(tmp_path):
   assert (tmp_path / "results.json").exists()  # nothing already written is lost
 
 
+@pytest.mark.slow
 def test_cli_reports_one_clear_error(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "sla_jax.main", "--config",
@@ -156,6 +163,7 @@ def test_cli_reports_one_clear_error(tmp_path):
   assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data_on_device", [True, False])
 def test_tfds_source_trains_under_mock_data(tmp_path, data_on_device):
   """The TFDS path (array_record data source, no TensorFlow) on mocked cifar10,

@@ -114,7 +114,7 @@ class CifarResNet(nn.Module):
   Attributes:
     depth: Total depth, ``6n + 2`` (one of :data:`DEPTHS` or any such value).
     heads: Output heads, name -> number of outputs (see
-      :func:`heads_for_objective`). Empty: a feature extractor.
+      an objective's ``heads``). Empty: a feature extractor.
     dtype: Computation dtype (e.g. ``jnp.bfloat16`` or ``"bfloat16"``);
       parameters, BatchNorm statistics and reductions stay float32.
     use_fast_variance: BatchNorm variance as ``E[x^2] - E[x]^2`` (one pass,

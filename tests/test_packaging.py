@@ -1,0 +1,31 @@
+"""The library core imports nothing of the training stack (a light `pip install sla_jax`)."""
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+TRAINING_STACK = ("orbax.checkpoint", "tensorflow_datasets", "grain",
+                  "matplotlib", "sklearn", "PIL", "tensorboardX", "tqdm",
+                  "ml_collections", "torch")
+
+
+def test_core_modules_import_without_the_training_stack():
+  code = ("import sys\n"
+          "import sla_jax, sla_jax.losses, sla_jax.transforms, sla_jax.models, "
+          "sla_jax.objectives, sla_jax.feature_transforms, sla_jax.optim\n"
+          f"loaded = [m for m in {TRAINING_STACK!r} if m in sys.modules]\n"
+          "print(loaded)\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, cwd=REPO, timeout=300, check=True)
+  assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_install_requires_is_the_core():
+  setup_py = (REPO / "setup.py").read_text()
+  core = setup_py[setup_py.index("install_requires=["):].split("]", 1)[0]
+  for heavy in ("orbax", "tensorflow-datasets", "grain", "matplotlib",
+                "scikit-learn", "pillow", "torch"):
+    assert heavy not in core, heavy
+  for extra in ('"train"', '"experiments"', '"bench"', '"test"'):
+    assert extra in setup_py
