@@ -14,6 +14,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   if [ -n "${JAX_EXTRA:-}" ]; then "$VENV/bin/pip" install -q "jax[${JAX_EXTRA}]>=0.10.2,<0.11"; fi
-  "$VENV/bin/pip" install -q -e .
+  "$VENV/bin/pip" install -q -e ".[train]"
 fi
 exec "$VENV/bin/python" -m sla_jax.main "$@"

@@ -24,6 +24,6 @@ gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "
   set -e; cd ~/$DEST
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q 'jax[tpu]==$JAX_VERSION' && .venv/bin/pip install -q -e .
+    .venv/bin/pip install -q 'jax[tpu]==$JAX_VERSION' && .venv/bin/pip install -q -e '.[train]'
   fi
   SLA_DISTRIBUTED=1 .venv/bin/python -m sla_jax.main $args"

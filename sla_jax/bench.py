@@ -47,13 +47,11 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after the first.")
 _JSON = flags.DEFINE_bool("json", False, "Print JSON lines instead of a table.")
 _REAL = flags.DEFINE_bool("real_data", False, "Load the config's dataset.")
 _IMAGE_SHAPE = flags.DEFINE_list("image_shape", None,
-                                 "H,W,C of synthetic images (default: known "
-                                 "shape of the config's dataset).")
+                                 "H,W,C of synthetic images (default: the "
+                                 "config's dataset's, else 32,32,3).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Synthetic classes.")
 flags.mark_flags_as_required(["config"])
 
-_KNOWN = {"digits": ((8, 8, 1), 10), "cifar10": ((32, 32, 3), 10),
-          "cifar100": ((32, 32, 3), 100)}
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' data sheets.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12,
@@ -150,9 +148,11 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
     images, labels = dataset.train.read_all()
     image_shape, num_classes = dataset.image_shape, dataset.num_classes
   else:
-    known_shape, known_classes = _KNOWN.get(config.dataset, ((32, 32, 3), 10))
-    image_shape = tuple(int(x) for x in (image_shape or known_shape))
-    num_classes = num_classes or known_classes
+    known_shape, known_classes = data_lib.describe(config.dataset,
+                                                   config.get("data_dir"))
+    image_shape = tuple(int(x) for x in (image_shape or known_shape
+                                         or (32, 32, 3)))
+    num_classes = num_classes or known_classes or 10
     images, labels = synthetic_data(config.batch_size, image_shape, num_classes)
   setup = build_train_step(config, images, labels, num_classes, image_shape)
   objective, model, state = setup.objective, setup.model, setup.state
@@ -163,7 +163,7 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   common = {"objective": objective.name, "transform": objective.group.name,
             "num_views": m, "feature_variants": objective.feature_views,
             "model": config.model.name, "depth": config.model.get("depth"),
-            "dtype": config.model.dtype, "batch_size": config.batch_size,
+            "dtype": str(setup.dtype), "batch_size": config.batch_size,
             "devices": n_dev, "device_kind": jax.devices()[0].device_kind,
             "backend": jax.default_backend()}
   rows = []

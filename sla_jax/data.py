@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Split", "Dataset", "load"]
+__all__ = ["Split", "Dataset", "load", "describe"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -189,6 +189,36 @@ def _folder(root: str, skip_corrupt: bool = False):
   train, test = read(splits["train"]), read(splits["test"])
   return (len(classes), Split.from_arrays(*train), Split.from_arrays(*test),
           train[1])
+
+
+def describe(name: str, data_dir: str | None = None
+             ) -> tuple[tuple[int, int, int] | None, int | None]:
+  """``(image_shape, num_classes)`` of a dataset without reading its images.
+
+  Digits: known; a TFDS name: its builder's metadata (no data needed; a shape
+  is None for variable-size images); ``folder:``: the class folders and the
+  first image. ``(None, None)`` when it cannot be told.
+  """
+  if name == "digits":
+    return (8, 8, 1), 10
+  if name.startswith("folder:"):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    train = pathlib.Path(name[len("folder:"):]).expanduser() / "train"
+    classes = sorted(p for p in train.iterdir() if p.is_dir()) if train.is_dir() else []
+    for cls in classes:
+      for f in sorted(cls.iterdir()):
+        if f.suffix.lower() in _IMAGE_SUFFIXES:
+          with Image.open(f) as im:
+            return (im.height, im.width, 3), len(classes)
+    return None, len(classes) or None
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    features = tfds.builder(name, data_dir=data_dir).info.features
+    shape = tuple(features["image"].shape)
+    return (shape if None not in shape else None,
+            features["label"].num_classes)
+  except Exception:  # pylint: disable=broad-except  # unknown to TFDS
+    return None, None
 
 
 def load(config) -> Dataset:

@@ -105,3 +105,11 @@ def test_trainer_cli_exit_2_on_a_corrupt_image(tmp_path):
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("sla-train: error: Cannot read image ") and "2.png" in last
   assert "Traceback" not in proc.stderr
+
+
+def test_describe_reads_shapes_without_loading(tmp_path):
+  root = _folder(tmp_path / "imgs", classes=("a", "b", "c"))
+  assert data_lib.describe(f"folder:{root}") == ((8, 8, 3), 3)
+  assert data_lib.describe("digits") == ((8, 8, 1), 10)
+  assert data_lib.describe("cifar100") == ((32, 32, 3), 100)  # TFDS metadata
+  assert data_lib.describe("no_such_dataset_xyz") == (None, None)
