@@ -29,3 +29,13 @@ def test_install_requires_is_the_core():
     assert heavy not in core, heavy
   for extra in ('"train"', '"experiments"', '"bench"', '"test"'):
     assert extra in setup_py
+
+
+def test_all_lists_every_public_module():
+  import sla_jax  # pylint: disable=g-import-not-at-top
+  assert set(sla_jax.__all__) == {"feature_transforms", "losses", "models",
+                                  "objectives", "optim", "transforms"}
+  for name in sla_jax.__all__:
+    module = getattr(sla_jax, name)
+    for symbol in module.__all__:
+      assert hasattr(module, symbol), (name, symbol)

@@ -213,3 +213,25 @@ def test_eval_outputs_equal_one_pass_over_all_views():
     np.testing.assert_allclose(ours[k], one_pass[k], rtol=1e-5, atol=1e-5)
   odd = evaluation.eval_outputs(model, group, variables, x[:7])  # not a multiple of M
   np.testing.assert_allclose(odd["joint"], one_pass["joint"][:28], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad_label", [-1, 10])
+def test_trainer_validates_the_datasets_labels(tmp_path, monkeypatch, bad_label):
+  from sla_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  load = data_lib.load
+
+  def load_with_a_bad_label(config):
+    dataset = load(config)
+    images, labels = dataset.val.read_all()
+    labels = labels.copy()
+    labels[3] = bad_label
+    return data_lib.Dataset(dataset.name, dataset.num_classes,
+                            dataset.image_shape, dataset.train,
+                            data_lib.Split.from_arrays(images, labels),
+                            dataset.test)
+
+  monkeypatch.setattr(data_lib, "load", load_with_a_bad_label)
+  with pytest.raises(train.ConfigError,
+                     match=rf"dataset 'digits' val labels must lie in \[0, 10\).*e\.g\. {bad_label}"):
+    train.train_and_evaluate(tiny_config(), tmp_path)
+  assert not list(tmp_path.glob("checkpoints/*"))
