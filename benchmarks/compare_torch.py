@@ -54,9 +54,9 @@ def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False):
   holder = {"state": setup.state}
 
   def call():
-    holder["state"], loss = setup.step(holder["state"], *setup.data,
-                                       setup.seed_key)
-    return float(loss)
+    holder["state"], losses = setup.step(holder["state"], *setup.data,
+                                         setup.seed_key, 1)
+    return float(losses[0])
 
   return call
 

@@ -3,12 +3,14 @@
     sla-bench --config configs/cifar.py:objective=sla --steps 20
     sla-bench --config configs/quickstart.py --steps 50 --json
 
-Builds the trainer's own step (:func:`sla_jax.train.make_train_step`, the
-on-device data path) on all devices JAX sees, over random uint8 images of the
-dataset's shape (``--real_data`` to use the dataset itself), and reports:
+Builds the trainer's own jitted call (:func:`sla_jax.train.make_multi_step`
+over :func:`sla_jax.train.make_train_step`, the on-device data path) on all
+devices JAX sees, over random uint8 images of the dataset's shape
+(``--real_data`` to use the dataset itself), and reports:
 
-* train step: compile time, first call, median / p10 / p90 step time over
-  ``--steps`` calls after ``--warmup`` (each ``block_until_ready``), images/s,
+* train step: compile time, first call, median / p10 / p90 time per step over
+  ``--steps`` calls after ``--warmup`` (each ``block_until_ready``; a call runs
+  ``--config.steps_per_call`` steps and its time is divided by that), images/s,
   views/s, XLA's FLOP count and the achieved FLOP/s (with the fraction of the
   device's peak on known GPUs/TPUs), peak host memory, and device memory where
   the backend reports it;
@@ -103,7 +105,9 @@ class TrainStepSetup:
   model: Any
   dtype: Any
   state: train.TrainState
-  step: Any          # jit(device_step), state donated
+  step: Any          # jit((state, images, labels, key, k) -> (state, losses)):
+                     # k <= steps_per_call steps per call, state donated
+  steps_per_call: int
   data: tuple        # (uint8 images, labels), replicated on the mesh
   seed_key: jax.Array
   mesh: jax.sharding.Mesh
@@ -130,11 +134,15 @@ def build_train_step(config, images, labels, num_classes: int,
   init = train.make_init(spec.model, tx, tuple(image_shape))
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = jax.jit(init, out_shardings=replicated)(init_key)
-  device_step = train.make_train_step(spec, tx, config,
-                                      NamedSharding(mesh, P("data")))
-  step = jax.jit(device_step, donate_argnums=(0,),
+  steps_per_call = config.get("steps_per_call", 1)
+  multi_step = train.make_multi_step(
+      train.make_train_step(spec, tx, config, NamedSharding(mesh, P("data"))),
+      steps_per_call)
+  call = jax.jit(multi_step, donate_argnums=(0,),
                  out_shardings=(replicated, replicated))
-  return TrainStepSetup(spec.objective, spec.model, spec.dtype, state, step,
+
+  return TrainStepSetup(spec.objective, spec.model, spec.dtype, state, call,
+                        steps_per_call,
                         jax.device_put((images, labels), replicated), seed_key,
                         mesh)
 
@@ -170,17 +178,21 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
 
   # Train step.
   start = time.perf_counter()
-  compiled = setup.step.lower(state, *train_data, seed_key).compile()
+  k = setup.steps_per_call
+  compiled = setup.step.lower(state, *train_data, seed_key, k).compile()
   compile_s = time.perf_counter() - start
   holder = {"state": state}
 
-  def one_step():
-    holder["state"], loss = compiled(holder["state"], *train_data, seed_key)
-    return loss
+  def one_call():
+    holder["state"], losses_ = compiled(holder["state"], *train_data, seed_key, k)
+    return losses_
 
-  timing = _time_calls(one_step, steps, warmup)
+  # Per step: each timed call runs k steps.
+  timing = {name: value / (1 if name == "first_call_s" else k)
+            for name, value in _time_calls(one_call, steps, warmup).items()}
   flops = _flops(compiled)
-  row = {"what": "train_step", **common, "compile_s": compile_s, **timing,
+  row = {"what": "train_step", **common, "steps_per_call": k,
+         "compile_s": compile_s, **timing,
          "images_per_s": config.batch_size / timing["median_s"],
          "views_per_s": config.batch_size * m / timing["median_s"],
          "flops_per_step": flops,

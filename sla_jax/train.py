@@ -17,6 +17,17 @@ BatchNorm statistics are those of the *global* batch (all B*M views across all
 devices): under ``jit`` with a sharded batch, XLA reduces the moments across
 devices, so the result does not depend on the number of devices.
 
+Every jitted call runs ``k`` steps: ``k`` is up to ``steps_per_call = K``
+(on-device data) and stops early at the next log, evaluation or checkpoint
+step, so the host dispatches once per K steps. With K > 1 the steps run in a
+``fori_loop`` whose trip count is a run-time argument: one executable and one
+compiled loop body for every ``k``, so the results are bit for bit the same
+however the steps fall into calls, across resumption too (tested). K = 1
+calls the step directly; it agrees with K > 1 to float32 rounding (XLA
+compiles the step alone and the loop body differently), not bit for bit.
+XLA's CPU backend runs such loops ~10x slower than the step itself
+(BENCHMARKS.md): keep K = 1 on the CPU.
+
 The config is resolved once (:func:`sla_jax.spec.resolve`) into the objective
 and the model; evaluation is :mod:`sla_jax.evaluation`'s.
 
@@ -51,12 +62,12 @@ from sla_jax import losses, metric_writers, optim, preemption, preprocess
 from sla_jax import spec as spec_lib
 
 __all__ = ["ConfigError", "TrainState", "LoopState", "check_against_data",
-           "make_optimizer", "make_init", "make_train_step",
+           "make_optimizer", "make_init", "make_train_step", "make_multi_step",
            "variables_of", "workdir_path", "train_and_evaluate"]
 
 ConfigError = spec_lib.ConfigError
 # Fields that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = ("num_devices", "log_every")
+_RESUMABLE_CHANGES = ("num_devices", "log_every", "steps_per_call")
 
 
 @flax.struct.dataclass
@@ -115,6 +126,11 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
   if config.batch_size % jax.process_count():
     raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
                       f"the {jax.process_count()} processes.")
+  if config.get("steps_per_call", 1) < 1:
+    raise ConfigError(f"steps_per_call must be >= 1; got {config.steps_per_call}.")
+  if config.get("steps_per_call", 1) > 1 and not config.data_on_device:
+    raise ConfigError("steps_per_call > 1 needs data_on_device=True (the host "
+                      "pipeline feeds one batch per call).")
   if jax.process_count() > 1 and config.data_on_device:
     # The on-device path holds the whole training set on every device; with
     # several processes each one reads only its rows through the host pipeline.
@@ -204,6 +220,32 @@ def make_train_step(spec: spec_lib.Spec, tx, config, batch_sharding,
   return step
 
 
+def make_multi_step(step: Callable, max_steps: int) -> Callable:
+  """``(state, images, labels, seed_key, num_steps) -> (state, [max_steps] losses)``.
+
+  ``max_steps == 1``: the step itself. Otherwise ``step`` runs ``num_steps <=
+  max_steps`` times in a ``fori_loop`` with a run-time trip count (a while
+  loop XLA keeps rolled: one executable and loop body for every
+  ``num_steps``, so results are bitwise the same however steps are split into
+  calls). Losses past ``num_steps`` are 0.
+  """
+
+  def multi_step(state, images, labels, seed_key, num_steps):
+    if max_steps == 1:
+      state, loss = step(state, images, labels, seed_key)
+      return state, loss[None]
+    losses_ = jnp.zeros((max_steps,), jnp.float32)
+
+    def body(i, carry):
+      state, losses_ = carry
+      state, loss = step(state, images, labels, seed_key)
+      return state, losses_.at[i].set(loss)
+
+    return jax.lax.fori_loop(0, num_steps, body, (state, losses_))
+
+  return multi_step
+
+
 # ------------------------------------------------------------------ loop ---
 @dataclasses.dataclass
 class _Loop:
@@ -212,7 +254,7 @@ class _Loop:
   workdir: epath.Path
   objective: Any
   dataset: data_lib.Dataset
-  train_step: Callable
+  train_steps: Callable  # jitted make_multi_step: (..., k) -> (state, losses)
   batches: Iterator
   seed_key: jax.Array
   evaluate: Callable
@@ -247,15 +289,17 @@ class _Loop:
     the parameters are checked to be finite, so no checkpoint holds nan/inf.
     """
     config, selection = self.config, self.objective.selection_metric
-    unchecked: list[tuple[int, jax.Array]] = []  # (step, loss) not yet fetched
+    # (last step, steps in the call, their losses) not yet fetched.
+    unchecked: list[tuple[int, int, jax.Array]] = []
     step = int(jax.device_get(state.step))
     tick, tick_step = time.perf_counter(), step
     while step < config.total_steps:
+      k = self._steps_in_call(step)
       images, labels = next(self.batches)
-      state, loss = self.train_step(state, images, labels, self.seed_key)
-      step += 1
-      unchecked.append((step, loss))
-      self.bar.update(1)
+      state, losses_ = self.train_steps(state, images, labels, self.seed_key, k)
+      unchecked.append((step + k, k, losses_))
+      step += k
+      self.bar.update(k)
       preempted = watcher.reached(step)
       log_now = step % config.log_every == 0 or step == config.total_steps
       eval_now = step % config.eval_every == 0 or step == config.total_steps
@@ -290,10 +334,21 @@ class _Loop:
         raise preemption.Preempted(step, self.workdir / "checkpoints")
     return step, state
 
+  def _steps_in_call(self, step: int) -> int:
+    """Up to ``steps_per_call`` steps, ending at the next log / eval / save step."""
+    config = self.config
+    k = min(config.get("steps_per_call", 1), config.total_steps - step)
+    for every in (config.log_every, config.eval_every, config.checkpoint_every):
+      k = min(k, every - step % every)
+    return k
+
   def _checked_losses(self, unchecked, state) -> list[float]:
     """The losses as floats; FloatingPointError naming the first non-finite step."""
-    steps = [s for s, _ in unchecked]
-    values = [float(v) for v in jax.device_get([l for _, l in unchecked])]
+    steps, values = [], []
+    fetched = jax.device_get([l for _, _, l in unchecked])
+    for (last, k, _), losses_ in zip(unchecked, fetched):
+      steps += range(last - k + 1, last + 1)
+      values += [float(v) for v in losses_[:k]]
     bad = checkpointing.first_non_finite(steps, values)
     if bad is None and not bool(checkpointing.all_finite(
         (state.params, state.batch_stats))):
@@ -372,15 +427,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     batches = input_pipeline.host_batches(
         dataset.train, config.seed, config.batch_size, start_step,
         config.total_steps, batch_sharding, config.host_threads)
-  train_step = jax.jit(
-      make_train_step(spec, tx, config, batch_sharding, config.data_on_device),
+  train_steps = jax.jit(
+      make_multi_step(make_train_step(spec, tx, config, batch_sharding,
+                                      config.data_on_device),
+                      config.get("steps_per_call", 1)),
       donate_argnums=(0,), out_shardings=(replicated, replicated))
 
   main_process = distributed.is_main()
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   loop = _Loop(
       config=config, workdir=workdir, objective=spec.objective,
-      dataset=dataset, train_step=train_step, batches=batches,
+      dataset=dataset, train_steps=train_steps, batches=batches,
       seed_key=seed_key,
       evaluate=evaluation.make_evaluator(spec.model, spec.objective, spec.dtype,
                                          config.eval_batch_size, mesh),

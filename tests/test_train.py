@@ -235,3 +235,61 @@ def test_trainer_validates_the_datasets_labels(tmp_path, monkeypatch, bad_label)
                      match=rf"dataset 'digits' val labels must lie in \[0, 10\).*e\.g\. {bad_label}"):
     train.train_and_evaluate(tiny_config(), tmp_path)
   assert not list(tmp_path.glob("checkpoints/*"))
+
+
+def _assert_same_run(dir_a, dir_b, checkpoints=(10, 20)):
+  """Bit for bit: every logged loss and metric, and the saved parameters."""
+  rows_a, rows_b = sp.metric_rows(dir_a), sp.metric_rows(dir_b)
+  assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
+  for a, b in zip(rows_a, rows_b):
+    for k in a:
+      if "per_s" not in k:
+        assert b[k] == a[k], (a["step"], k, a[k], b[k])
+  for step in checkpoints:
+    for x, y in zip(jax.tree.leaves(sp.restore_params(dir_a, step)),
+                    jax.tree.leaves(sp.restore_params(dir_b, step))):
+      np.testing.assert_array_equal(x, y)
+
+
+def test_steps_per_call_gives_the_same_run(tmp_path):
+  """K = 8 and K = 3 steps per call (calls of 4, 3, 2, 1 steps, cut at the logs
+  every 4 and the saves every 10) give the same run bit for bit: every logged
+  loss, metric and saved parameter. K = 1 (the step alone) agrees to float
+  rounding."""
+  config = tiny_config("sla_sd", log_every=4, checkpoint_every=10)
+  eight = train.train_and_evaluate(_with(config, steps_per_call=8), tmp_path / "k8")
+  three = train.train_and_evaluate(_with(config, steps_per_call=3), tmp_path / "k3")
+  assert three["test"] == eight["test"] and three["best_step"] == eight["best_step"]
+  _assert_same_run(tmp_path / "k8", tmp_path / "k3")
+  train.train_and_evaluate(config, tmp_path / "k1")
+  first_k1, first_k8 = sp.metric_rows(tmp_path / "k1")[0], sp.metric_rows(tmp_path / "k8")[0]
+  assert first_k1["step"] == first_k8["step"] == 4
+  assert first_k1["train/loss"] == pytest.approx(first_k8["train/loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_steps_per_call_resumes_after_preemption(tmp_path, monkeypatch):
+  config = _with(tiny_config("sla", log_every=4, checkpoint_every=10),
+                 steps_per_call=8)
+  train.train_and_evaluate(config, tmp_path / "straight")
+  from sla_jax import preemption  # pylint: disable=g-import-not-at-top
+  original = preemption.Watcher.reached
+
+  def preempt_at_step_12(self, step):  # a call boundary (log step), not a save step
+    return step == 12 or original(self, step)
+
+  monkeypatch.setattr(preemption.Watcher, "reached", preempt_at_step_12)
+  with pytest.raises(preemption.Preempted, match="at step 12"):
+    train.train_and_evaluate(config, tmp_path / "resumed")
+  monkeypatch.setattr(preemption.Watcher, "reached", original)
+  train.train_and_evaluate(config, tmp_path / "resumed")
+  _assert_same_run(tmp_path / "straight", tmp_path / "resumed", checkpoints=(20,))
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"steps_per_call": 0}, "steps_per_call must be >= 1"),
+    ({"steps_per_call": 4, "data_on_device": False}, "needs data_on_device=True"),
+])
+def test_bad_steps_per_call(tmp_path, fields, message):
+  with pytest.raises(train.ConfigError, match=message):
+    train.train_and_evaluate(_with(tiny_config(), **fields), tmp_path)
