@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 from scipy import stats
 
 from benchmarks import side_by_side_report
