@@ -9,7 +9,8 @@ exported for direct use.
 from sla_jax.models.registry import get, names, register
 from sla_jax.models.cifar_resnet import (BasicBlock, CifarResNet, DEPTHS,
                                          STAGE_CHANNELS)
+from sla_jax.models.resnet import ResNet
 from sla_jax.models.torch_import import from_torch_state_dict
 
 __all__ = ["get", "names", "register", "BasicBlock", "CifarResNet", "DEPTHS",
-           "STAGE_CHANNELS", "from_torch_state_dict"]
+           "STAGE_CHANNELS", "ResNet", "from_torch_state_dict"]
