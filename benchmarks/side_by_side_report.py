@@ -44,6 +44,10 @@ def _stats(values):
   return float(np.mean(values)), std, len(values)
 
 
+def _cell(mean, std, n) -> str:
+  return f"{mean:.2f} ± {std:.2f} ({n})" if n > 1 else f"{mean:.2f} ({n})"
+
+
 def _welch_p(a, b) -> float:
   if len(a) < 2 or len(b) < 2:
     return float("nan")
@@ -73,9 +77,10 @@ def report(root: pathlib.Path) -> str:
         continue
       ma, sa, na = _stats(a)
       mb, sb, nb = _stats(b)
-      lines.append(f"| {base} | {variant} | {metric} | {ma:.2f} ± {sa:.2f} "
-                   f"({na}) | {mb:.2f} ± {sb:.2f} ({nb}) | {mb - ma:+.2f} | "
-                   f"{_welch_p(a, b):.3f} |")
+      p = _welch_p(a, b)
+      lines.append(f"| {base} | {variant} | {metric} | {_cell(ma, sa, na)} | "
+                   f"{_cell(mb, sb, nb)} | {mb - ma:+.2f} | "
+                   f"{'–' if np.isnan(p) else f'{p:.3f}'} |")
   lines += ["", "## Every run (test %, at the best validation step)", "",
             "| side | run | seed | metrics | best step |", "|---|---|---:|---|---:|"]
   for side, groups in (("original", original), ("ours", ours)):
