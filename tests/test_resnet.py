@@ -39,6 +39,7 @@ def test_joint_logits_for_sla_at_32_and_224_px(name, size):
   assert out["joint"].dtype == jnp.bfloat16
 
 
+@pytest.mark.slow
 def test_resnet18_forward_and_zero_init_residual():
   model = models.get("resnet18", heads={"class": 10}, zero_init_residual=True)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))

@@ -251,6 +251,7 @@ def _assert_same_run(dir_a, dir_b, checkpoints=(10, 20)):
       np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_steps_per_call_gives_the_same_run(tmp_path):
   """K = 8 and K = 3 steps per call (calls of 4, 3, 2, 1 steps, cut at the logs
   every 4 and the saves every 10) give the same run bit for bit: every logged
