@@ -34,21 +34,25 @@ import numpy as np
 from sla_jax import evaluation, preprocess
 from sla_jax import spec as spec_lib
 
-__all__ = ["Predictor", "load", "load_exported", "restore_variables",
-           "evaluate_workdir"]
+__all__ = ["Predictor", "load", "load_exported", "read_workdir",
+           "restore_variables", "evaluate_workdir"]
 
 _SHORT_HEADS = {"si": "acc_si", "ag": "acc_ag", "sd": "acc_sd"}
 
 
-def _workdir_files(workdir):
+def read_workdir(workdir) -> tuple[Any, Any, dict[str, Any]]:
+  """``(workdir path, saved config, dataset info)`` of a workdir written by sla-train."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
   from sla_jax import train  # pylint: disable=g-import-not-at-top
   workdir = train.workdir_path(workdir)
   for name in ("config.json", "dataset.json"):
     if not (workdir / name).exists():
       raise FileNotFoundError(
-          f"{workdir / name} not found: pass a workdir written by sla-train "
+          f"{workdir} has no {name}: pass a workdir written by sla-train "
           f"(rerun its command to add dataset.json to an older one).")
-  return workdir
+  config = ml_collections.ConfigDict(
+      json.loads((workdir / "config.json").read_text()))
+  return workdir, config, json.loads((workdir / "dataset.json").read_text())
 
 
 def restore_variables(workdir, checkpoint: str | int = "best", mesh=None
@@ -59,13 +63,10 @@ def restore_variables(workdir, checkpoint: str | int = "best", mesh=None
   saved in ``checkpoints/``. Variables are replicated over ``mesh`` (default:
   the first device).
   """
-  import ml_collections  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from sla_jax import train  # pylint: disable=g-import-not-at-top
 
-  workdir = _workdir_files(workdir)
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  info = json.loads((workdir / "dataset.json").read_text())
+  workdir, config, info = read_workdir(workdir)
   spec = spec_lib.resolve(config, info["num_classes"])
   tx, _ = train.make_optimizer(config)
   init = train.make_init(spec.model, tx, tuple(info["image_shape"]))
@@ -210,16 +211,11 @@ def evaluate_workdir(workdir, checkpoint="best", split="test",
   (``{"dataset": "folder:/x"}``): ``metrics`` (every prediction's accuracy and
   the loss), ``per_class`` accuracies and ``confusion`` counts per prediction.
   """
-  import ml_collections  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from sla_jax import config_lib, distributed, train  # pylint: disable=g-import-not-at-top
   from sla_jax import data as data_lib  # pylint: disable=g-import-not-at-top
 
-  workdir = train.workdir_path(workdir)
-  if not (workdir / "config.json").exists():
-    raise FileNotFoundError(f"{workdir} has no config.json: pass a workdir "
-                            f"written by sla-train.")
-  saved = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  workdir, saved, _ = read_workdir(workdir)
   try:
     config = config_lib.apply_overrides(saved, overrides or {})
     mesh = distributed.make_mesh(config.num_devices)
