@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_seed = 0               # val split / subsample; fixed across c.seed
   c.samples_per_class = ml_collections.FieldReference(None, field_type=int)
   c.skip_corrupt = False        # folder: skip unreadable images (counted)
+  # Long-tailed training set (sla_jax.long_tail): class i keeps
+  # n_max * ratio^(-i/(N-1)) of its images (seeded); validation and test stay
+  # balanced. 1.0 = all images.
+  c.imbalance_ratio = 1.0
   c.crop_padding = 4            # random crop with zero padding
   c.flip = True                 # random horizontal flip
   # True: the training set lives on the devices (uint8) and batches are drawn
@@ -108,6 +112,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.transform = "rotation"      # any name from sla_jax.transforms
   c.large_loss = False
   c.temperature = 1.0
+  # LDAM-DRW (Cao et al. 2019; sla_jax.long_tail), for joint labels too:
+  # ldam.max_margin: the rarest class's margin in logit units (0 = plain
+  # cross-entropy; Cao et al.'s 0.5 on a cosine head of scale 30 is 15.0 with
+  # --config.model.cosine_scale=30). drw.start: fraction of total_steps after
+  # which each image's loss is weighted by its class's effective-number weight
+  # (negative = never; Cao et al.: 0.8).
+  c.ldam = ml_collections.ConfigDict({"max_margin": 0.0})
+  c.drw = ml_collections.ConfigDict({"start": -1.0, "beta": 0.9999})
   # Feature-level pretext task (sla / sla_sd; sla_jax.feature_transforms): after
   # model stage `stage` (0 = stem, 1-3), each row becomes V variants, each
   # discarding one of `groups` channel groups (+ the untouched map first if

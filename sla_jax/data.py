@@ -35,6 +35,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sla_jax import long_tail
+
 __all__ = ["Split", "Dataset", "load", "describe"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -74,6 +76,8 @@ class Dataset:
   train: Split
   val: Split
   test: Split
+  # Training images per class, [N]; None when the labels are not in memory.
+  class_counts: np.ndarray | None = None
 
 
 def _digits():
@@ -245,6 +249,16 @@ def load(config) -> Dataset:
     rest = np.concatenate([rest[labels[rest] == c][:k]
                            for c in range(num_classes)])
     rest.sort()
+  ratio = config.get("imbalance_ratio", 1.0)
+  if ratio != 1.0:
+    labels = labels() if callable(labels) else labels
+    if ratio < 1:
+      raise ValueError(f"imbalance_ratio must be >= 1 (most / fewest training "
+                       f"images per class); got {ratio}.")
+    rest = np.sort(rest[long_tail.long_tailed_indices(labels[rest], num_classes,
+                                                      ratio)])
+  counts = (None if callable(labels) else
+            np.bincount(labels[rest], minlength=num_classes))
   image_shape = tuple(test.read(np.arange(1))[0].shape[1:])
   return Dataset(name, num_classes, image_shape, train.subset(rest),
-                 train.subset(val), test)
+                 train.subset(val), test, counts)

@@ -12,7 +12,7 @@ matrices (``confusion/<metric>``: ``[N, N]`` counts, rows = true class).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sla_jax import data as data_lib
-from sla_jax import objectives, preprocess, transforms
+from sla_jax import long_tail, objectives, preprocess, transforms
 
 __all__ = ["eval_outputs", "make_eval_step", "make_evaluator"]
 
@@ -72,18 +72,23 @@ def make_eval_step(model, objective: objectives.Objective, dtype,
 
 def make_evaluator(model, objective: objectives.Objective, dtype,
                    batch_size: int, mesh: jax.sharding.Mesh,
-                   per_class: bool = False
+                   per_class: bool = False,
+                   class_groups: Mapping[str, np.ndarray] | None = None
                    ) -> Callable[[Any, data_lib.Split], dict[str, Any]]:
   """``evaluate(variables, split)``: metric -> mean over the split (see module doc).
 
   ``batch_size`` is rounded up to a multiple of the mesh's devices; the last
-  batch is padded with image 0 and masked out.
+  batch is padded with image 0 and masked out. ``class_groups`` (group name
+  -> ``[N]`` bool mask, e.g. :func:`sla_jax.long_tail.class_groups`) adds
+  ``<metric>_<group>``: the accuracy over the images of those classes, and
+  ``per_class/<metric>``: the ``[N]`` per-class accuracies (a list).
   """
   n_dev = mesh.devices.size
   batch_size = -(-batch_size // n_dev) * n_dev
   local_size = batch_size // jax.process_count()
   batch_sharding = NamedSharding(mesh, P("data"))
-  eval_batch = jax.jit(make_eval_step(model, objective, dtype, per_class),
+  eval_batch = jax.jit(make_eval_step(model, objective, dtype,
+                                      per_class or class_groups is not None),
                        out_shardings=NamedSharding(mesh, P()))
 
   def evaluate(variables, split: data_lib.Split) -> dict[str, Any]:
@@ -96,7 +101,29 @@ def make_evaluator(model, objective: objectives.Objective, dtype,
       sums = eval_batch(variables, put(x), put(y), put(mask))
       for k, v in jax.device_get(sums).items():
         totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
-    return {k: (v.astype(np.int64) if k.startswith("confusion/")
-                else float(v) / split.size) for k, v in totals.items()}
+    metrics = {k: (v.astype(np.int64) if k.startswith("confusion/")
+                   else float(v) / split.size) for k, v in totals.items()}
+    if class_groups is not None:
+      metrics.update(_class_metrics(metrics, class_groups))
+      if not per_class:
+        metrics = {k: v for k, v in metrics.items()
+                   if not k.startswith("confusion/")}
+    return metrics
 
   return evaluate
+
+
+def _class_metrics(metrics: Mapping[str, Any],
+                   class_groups: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """Per-class and class-group accuracies from the confusion matrices."""
+  out = {}
+  for key, confusion in metrics.items():
+    if not key.startswith("confusion/"):
+      continue
+    name = key[len("confusion/"):]
+    correct, images = np.diag(confusion), confusion.sum(axis=1)
+    out[f"per_class/{name}"] = (correct / np.maximum(images, 1)).tolist()
+    for group, acc in long_tail.group_accuracies(correct, images,
+                                                 class_groups).items():
+      out[f"{name}_{group}"] = acc
+  return out

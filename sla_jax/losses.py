@@ -19,10 +19,17 @@ mean of which is the loss), for masked evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+# ``(logits [R, K], int labels [R]) -> [R]`` float32 per-row losses; ``None``
+# is softmax cross-entropy. E.g. LDAM: ``functools.partial(
+# long_tail.margin_cross_entropy, margins=...)``.
+RowLoss = Callable[[jax.Array, jax.Array], jax.Array]
 
 __all__ = ["check_labels", "joint_labels", "transform_labels", "cross_entropy", "sla_loss",
            "single_logits", "aggregated_logits", "view_averaged_logits",
@@ -103,11 +110,15 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
       logits.astype(jnp.float32), labels).mean()
 
 
-def _per_image_ce(logits: jax.Array, labels: jax.Array,
-                  num_transforms: int) -> jax.Array:
-  """``[B * M]`` rows -> ``[B]``: each image's cross-entropy averaged over its views."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(
+def _row_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(
       logits.astype(jnp.float32), labels)
+
+
+def _per_image_ce(logits: jax.Array, labels: jax.Array, num_transforms: int,
+                  row_loss: RowLoss | None = None) -> jax.Array:
+  """``[B * M]`` rows -> ``[B]``: each image's cross-entropy averaged over its views."""
+  ce = (row_loss or _row_cross_entropy)(logits, labels)
   return ce.reshape(-1, num_transforms).mean(axis=1)
 
 
@@ -116,7 +127,8 @@ def _reduce(per_image: jax.Array, reduce: bool) -> jax.Array:
 
 
 def sla_loss(joint_logits: jax.Array, labels: jax.Array, num_transforms: int,
-             large_loss: bool = False, *, reduce: bool = True) -> jax.Array:
+             large_loss: bool = False, *, reduce: bool = True,
+             row_loss: RowLoss | None = None) -> jax.Array:
   """SLA joint cross-entropy.
 
   ``L = (1 / BM) * sum_{b,j} CE(joint_logits[b*M + j], y_b * M + j)``, times
@@ -130,12 +142,14 @@ def sla_loss(joint_logits: jax.Array, labels: jax.Array, num_transforms: int,
     large_loss: Sum the per-view losses over ``M`` instead of averaging.
     reduce: If False, return the ``[B]`` per-image losses (their mean is the
       reduced loss), e.g. for masked evaluation.
+    row_loss: The per-row loss of the joint labels instead of cross-entropy
+      (e.g. LDAM's margin cross-entropy, :mod:`sla_jax.long_tail`).
   """
   _check_joint(joint_logits, num_transforms)
   labels = _labels(labels, joint_logits.shape[1] // num_transforms)
   _check_rows(joint_logits, labels, num_transforms, "joint_logits")
   loss = _per_image_ce(joint_logits, joint_labels(labels, num_transforms),
-                       num_transforms)
+                       num_transforms, row_loss)
   return _reduce(loss * num_transforms if large_loss else loss, reduce)
 
 
@@ -189,7 +203,8 @@ def self_distillation_loss(joint_logits: jax.Array,
                            single_head_logits: jax.Array, labels: jax.Array,
                            num_transforms: int, temperature: float = 1.0,
                            large_loss: bool = False, *,
-                           reduce: bool = True) -> jax.Array:
+                           reduce: bool = True,
+                           row_loss: RowLoss | None = None) -> jax.Array:
   """SLA+SD objective.
 
   ``L = sla_loss(joint) + CE(single, y) + T^2 * KL(softmax(AG/T) || softmax(single/T))``
@@ -204,6 +219,8 @@ def self_distillation_loss(joint_logits: jax.Array,
     temperature: ``T`` of the distillation term.
     large_loss: Passed to :func:`sla_loss` (only the joint term is scaled).
     reduce: If False, return the ``[B]`` per-image losses.
+    row_loss: Replaces cross-entropy in the joint and single terms (not in
+      the distillation term, which has no label).
   """
   labels = _labels(labels, single_head_logits.shape[-1])
   if single_head_logits.shape[0] != labels.shape[0]:
@@ -212,8 +229,8 @@ def self_distillation_loss(joint_logits: jax.Array,
         f"identity views; got shape {tuple(single_head_logits.shape)} (take "
         f"rows ::M of the single head's output on all views).")
   joint = sla_loss(joint_logits, labels, num_transforms, large_loss,
-                   reduce=False)
-  single = _per_image_ce(single_head_logits, labels, 1)
+                   reduce=False, row_loss=row_loss)
+  single = _per_image_ce(single_head_logits, labels, 1, row_loss)
   teacher = jax.lax.stop_gradient(  # float32 before averaging, as documented
       aggregated_logits(joint_logits.astype(jnp.float32), num_transforms))
   kl = distillation_kl(teacher, single_head_logits, temperature, reduce=False)
@@ -221,19 +238,19 @@ def self_distillation_loss(joint_logits: jax.Array,
 
 
 def da_loss(logits: jax.Array, labels: jax.Array, num_transforms: int, *,
-            reduce: bool = True) -> jax.Array:
+            reduce: bool = True, row_loss: RowLoss | None = None) -> jax.Array:
   """DA (transformations as plain augmentation): mean CE of ``[B*M, N]`` logits
   against ``y`` repeated for the ``M`` views of each image (``reduce=False``:
-  per image, ``[B]``)."""
+  per image, ``[B]``; ``row_loss`` replaces the cross-entropy)."""
   labels = _labels(labels, logits.shape[-1])
   _check_rows(logits, labels, num_transforms, "logits")
   return _reduce(_per_image_ce(logits, jnp.repeat(labels, num_transforms),
-                               num_transforms), reduce)
+                               num_transforms, row_loss), reduce)
 
 
 def mt_loss(class_logits: jax.Array, transform_logits: jax.Array,
             labels: jax.Array, num_transforms: int, *,
-            reduce: bool = True) -> jax.Array:
+            reduce: bool = True, row_loss: RowLoss | None = None) -> jax.Array:
   """MT (multi-task): mean over the ``B*M`` views of ``CE(class, y) + CE(transform, j)``.
 
   Args:
@@ -242,6 +259,8 @@ def mt_loss(class_logits: jax.Array, transform_logits: jax.Array,
     labels: ``[B]`` class labels.
     num_transforms: ``M``.
     reduce: If False, return the ``[B]`` per-image losses.
+    row_loss: Replaces the class head's cross-entropy (the transformation
+      head keeps it).
   """
   labels = _labels(labels, class_logits.shape[-1])
   _check_rows(class_logits, labels, num_transforms, "class_logits")
@@ -252,5 +271,6 @@ def mt_loss(class_logits: jax.Array, transform_logits: jax.Array,
   transform_ce = _per_image_ce(
       transform_logits, transform_labels(labels.shape[0], num_transforms),
       num_transforms)
-  return _reduce(da_loss(class_logits, labels, num_transforms, reduce=False) +
+  return _reduce(da_loss(class_logits, labels, num_transforms, reduce=False,
+                         row_loss=row_loss) +
                  transform_ce, reduce)

@@ -34,11 +34,13 @@ here::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 
-from sla_jax import losses, transforms
+from sla_jax import long_tail, losses, transforms
 
 __all__ = ["Objective", "Baseline", "DataAugmentation", "MultiTask", "SLA",
            "SLASelfDistillation", "register", "get", "make", "names",
@@ -68,6 +70,9 @@ class Objective:
   large_loss: bool = False
   temperature: float = 1.0
   feature_views: int = 1
+  # LDAM (sla_jax.long_tail): per-class margins in logit units subtracted from
+  # the true class's logit in every label cross-entropy; () = plain CE.
+  class_margins: tuple[float, ...] = ()
 
   name: ClassVar[str] = ""
   # Every metric the objective can report, in display order; "acc_ag" is
@@ -85,6 +90,17 @@ class Objective:
       raise ValueError(f"Feature-level transforms (feature_transform.groups) "
                        f"train on joint labels: needs objective {joint}; got "
                        f"{self.name!r}.")
+    if self.class_margins and len(self.class_margins) != self.num_classes:
+      raise ValueError(f"class_margins has {len(self.class_margins)} entries "
+                       f"for {self.num_classes} classes; give one per class.")
+
+  @property
+  def row_loss(self) -> losses.RowLoss | None:
+    """The per-row label loss: LDAM's margin cross-entropy, or None (CE)."""
+    if not self.class_margins:
+      return None
+    return functools.partial(long_tail.margin_cross_entropy,
+                             margins=jnp.asarray(self.class_margins))
 
   @property
   def input_views(self) -> int:
@@ -139,7 +155,7 @@ class _ClassHead(Objective):
 
   def loss(self, outputs, labels, *, reduce=True):
     return losses.da_loss(outputs["class"], labels, self.num_views,
-                          reduce=reduce)
+                          reduce=reduce, row_loss=self.row_loss)
 
   def _all_predictions(self, outputs):
     m = self.num_views
@@ -178,7 +194,7 @@ class MultiTask(_ClassHead):
 
   def loss(self, outputs, labels, *, reduce=True):
     return losses.mt_loss(outputs["class"], outputs["transform"], labels,
-                          self.num_views, reduce=reduce)
+                          self.num_views, reduce=reduce, row_loss=self.row_loss)
 
 
 @register
@@ -196,7 +212,8 @@ class SLA(Objective):
 
   def loss(self, outputs, labels, *, reduce=True):
     return losses.sla_loss(outputs["joint"], labels, self.num_views,
-                           self.large_loss, reduce=reduce)
+                           self.large_loss, reduce=reduce,
+                           row_loss=self.row_loss)
 
   def _all_predictions(self, outputs):
     m = self.num_views
@@ -225,7 +242,7 @@ class SLASelfDistillation(SLA):
     m = self.num_views
     return losses.self_distillation_loss(
         outputs["joint"], outputs["single"][::m], labels, m, self.temperature,
-        self.large_loss, reduce=reduce)
+        self.large_loss, reduce=reduce, row_loss=self.row_loss)
 
   def _all_predictions(self, outputs):
     return {**super()._all_predictions(outputs),
@@ -258,8 +275,10 @@ def get(name: str) -> type[Objective]:
 
 def make(name: str, num_classes: int, transform: str = "identity",
          large_loss: bool = False, temperature: float = 1.0,
-         feature_views: int = 1) -> Objective:
+         feature_views: int = 1,
+         class_margins: tuple[float, ...] = ()) -> Objective:
   """Builds an objective; single-view ones (``baseline``) ignore ``transform``."""
   cls = get(name)
   group = transforms.get("identity" if cls.single_view else transform)
-  return cls(num_classes, group, large_loss, temperature, feature_views)
+  return cls(num_classes, group, large_loss, temperature, feature_views,
+             tuple(float(m) for m in class_margins))

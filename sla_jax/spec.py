@@ -1,7 +1,7 @@
 """A trainer config resolved once into typed objects: the objective, the model, the dtype.
 
 :func:`resolve` reads every field that selects code (``objective``,
-``transform``, ``feature_transform``, ``model``) exactly once and validates
+``transform``, ``feature_transform``, ``model``, ``ldam``, ``drw``) exactly once and validates
 it in the constructors of the objects it builds (objective registry, model
 registry, :class:`FeatureTransform`); the trainer, ``sla-bench`` and
 ``sla-eval`` use the result and never re-read those fields. Errors are
@@ -20,8 +20,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from sla_jax import feature_transforms, models, objectives
+from sla_jax import feature_transforms, long_tail, models, objectives
 
 __all__ = ["ConfigError", "FeatureTransform", "Spec", "resolve", "DTYPES"]
 
@@ -73,15 +74,49 @@ class Spec:
   model: nn.Module
   dtype: jnp.dtype
   feature: FeatureTransform
+  # Deferred re-weighting (sla_jax.long_tail): from step ``reweight_step`` on,
+  # each image's loss is weighted by its class's weight; () = never.
+  class_weights: tuple[float, ...] = ()
+  reweight_step: int = 0
 
 
-def resolve(config: ml_collections.ConfigDict, num_classes: int) -> Spec:
-  """Builds the objective and the model ``config`` asks for; ConfigError if it cannot."""
+def _long_tail(config, num_classes: int, class_counts
+               ) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+  """(LDAM margins, DRW class weights, DRW start step) from ``config.ldam`` / ``config.drw``."""
+  ldam = config.get("ldam") or {"max_margin": 0.0}
+  drw = config.get("drw") or {"start": -1.0, "beta": 0.9999}
+  if ldam["max_margin"] < 0:
+    raise ValueError(f"ldam.max_margin must be >= 0 (0 = cross-entropy); got "
+                     f"{ldam['max_margin']}.")
+  if not (drw["start"] < 0 or 0 <= drw["start"] <= 1) or not 0 < drw["beta"] < 1:
+    raise ValueError(f"drw.start must be a fraction of total_steps in [0, 1] "
+                     f"(negative = off) and drw.beta in (0, 1); got "
+                     f"start={drw['start']}, beta={drw['beta']}.")
+  counts = np.ones(num_classes) if class_counts is None else class_counts
+  margins = (tuple(long_tail.ldam_margins(counts, ldam["max_margin"]).tolist())
+             if ldam["max_margin"] > 0 else ())
+  if drw["start"] < 0:
+    return margins, (), 0
+  weights = long_tail.effective_number_weights(counts, drw["beta"])
+  return (margins, tuple(weights.tolist()),
+          int(round(drw["start"] * config.total_steps)))
+
+
+def resolve(config: ml_collections.ConfigDict, num_classes: int,
+            class_counts: np.ndarray | None = None) -> Spec:
+  """Builds the objective and the model ``config`` asks for; ConfigError if it cannot.
+
+  ``class_counts`` (training images per class) sets the LDAM margins and DRW
+  weights; without it (a config check before the data is read) every class
+  counts the same.
+  """
   try:
     feature = FeatureTransform(**dict(config.get("feature_transform") or {}))
+    margins, weights, reweight_step = _long_tail(config, num_classes,
+                                                 class_counts)
     objective = objectives.make(config.objective, num_classes,
                                 config.transform, config.large_loss,
-                                config.temperature, feature.views)
+                                config.temperature, feature.views, margins)
     model_kwargs = dict(config.model)
     name = model_kwargs.pop("name")
     if model_kwargs.get("dtype", "float32") not in DTYPES:
@@ -94,4 +129,4 @@ def resolve(config: ml_collections.ConfigDict, num_classes: int) -> Spec:
     raise ConfigError(str(e)) from None
   if config.total_steps <= 0 or config.batch_size <= 0:
     raise ConfigError("total_steps and batch_size must be positive.")
-  return Spec(objective, model, dtype, feature)
+  return Spec(objective, model, dtype, feature, weights, reweight_step)

@@ -58,7 +58,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sla_jax import checkpointing, distributed, evaluation, input_pipeline
 from sla_jax import data as data_lib
-from sla_jax import losses, metric_writers, optim, preemption, preprocess
+from sla_jax import long_tail, losses, metric_writers, optim, preemption
+from sla_jax import preprocess
 from sla_jax import spec as spec_lib
 
 __all__ = ["ConfigError", "TrainState", "LoopState", "check_against_data",
@@ -194,6 +195,7 @@ def make_train_step(spec: spec_lib.Spec, tx, config, batch_sharding,
   batch and augmentation keys come from ``fold_in(seed_key, step)``.
   """
   model, objective = spec.model, spec.objective
+  reduce_images = make_image_reduction(spec)
 
   def step(state: TrainState, images, labels, seed_key):
     index_key, augment_key = jax.random.split(
@@ -209,7 +211,8 @@ def make_train_step(spec: spec_lib.Spec, tx, config, batch_sharding,
       outputs, new = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, views,
           train=True, mutable=["batch_stats"])
-      return objective.loss(outputs, labels), new["batch_stats"]
+      per_image = objective.loss(outputs, labels, reduce=False)
+      return reduce_images(per_image, labels, state.step), new["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
@@ -218,6 +221,24 @@ def make_train_step(spec: spec_lib.Spec, tx, config, batch_sharding,
     return TrainState(state.step + 1, params, batch_stats, opt_state), loss
 
   return step
+
+
+def make_image_reduction(spec: spec_lib.Spec) -> Callable:
+  """``(per_image [B], labels [B], step) -> loss``: the batch mean, or DRW's weighted mean.
+
+  With deferred re-weighting (``spec.class_weights``) each image's loss is
+  weighted by its class's weight from ``spec.reweight_step`` on
+  (:func:`sla_jax.long_tail.reweighted_mean`); before it, all weights are 1.
+  """
+  if not spec.class_weights:
+    return lambda per_image, labels, step: per_image.mean()
+  class_weights = jnp.asarray(spec.class_weights, jnp.float32)
+
+  def reduce(per_image, labels, step):
+    weights = jnp.where(step >= spec.reweight_step, class_weights[labels], 1.0)
+    return long_tail.reweighted_mean(per_image, weights)
+
+  return reduce
 
 
 def make_multi_step(step: Callable, max_steps: int) -> Callable:
@@ -320,7 +341,8 @@ class _Loop:
         self.progress.losses_since_log = []
         if eval_now:
           metrics.update(self.evaluate_all(state, step))
-        self.writer.write(step, metrics)
+        self.writer.write(step, {k: v for k, v in metrics.items()
+                                 if "/per_class/" not in k})
         self.bar.set_postfix({k.replace("train/", ""): f"{v:.4g}"
                               for k, v in metrics.items()
                               if k in ("train/loss", f"val/{selection}",
@@ -383,7 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     dataset = data_lib.load(config)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  spec = spec_lib.resolve(config, dataset.num_classes)
+  spec = spec_lib.resolve(config, dataset.num_classes, dataset.class_counts)
   check_against_data(config, spec, dataset, mesh.devices.size)
   if distributed.is_main():  # what sla-eval / inference.load rebuild from
     (workdir / "dataset.json").write_text(json.dumps(
@@ -439,8 +461,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       config=config, workdir=workdir, objective=spec.objective,
       dataset=dataset, train_steps=train_steps, batches=batches,
       seed_key=seed_key,
-      evaluate=evaluation.make_evaluator(spec.model, spec.objective, spec.dtype,
-                                         config.eval_batch_size, mesh),
+      evaluate=evaluation.make_evaluator(
+          spec.model, spec.objective, spec.dtype, config.eval_batch_size, mesh,
+          class_groups=class_groups(config, dataset)),
       schedule=schedule, latest=latest, best_manager=best_manager,
       writer=(metric_writers.MetricWriter(workdir, resume_step=start_step)
               if main_process else metric_writers.NullWriter()),
@@ -458,7 +481,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   if progress.best is None:  # resumed at the end: nothing left to run
     progress.best = {"step": step, "metrics": loop.evaluate_all(state, step)}
-  results = make_results(config, spec.objective, progress.best, step)
+  results = make_results(config, spec.objective, progress.best, step,
+                         dataset.class_counts)
   if main_process:
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_results(results)
@@ -466,9 +490,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return results
 
 
-def make_results(config, objective, best: dict[str, Any],
-                 final_step: int) -> dict[str, Any]:
-  """The content of ``results.json``."""
+def class_groups(config, dataset: data_lib.Dataset
+                 ) -> dict[str, np.ndarray] | None:
+  """Many / medium / few-shot class masks for a long-tailed run, else None."""
+  if config.get("imbalance_ratio", 1.0) == 1.0 or dataset.class_counts is None:
+    return None
+  return long_tail.class_groups(dataset.class_counts)
+
+
+def make_results(config, objective, best: dict[str, Any], final_step: int,
+                 class_counts: np.ndarray | None = None) -> dict[str, Any]:
+  """The content of ``results.json``.
+
+  Per-class accuracies (long-tailed runs) go to ``per_class``: split ->
+  metric -> ``[N]`` list; ``val`` and ``test`` hold the scalar metrics.
+  """
+  per_class = {split: {k[len(split) + 11:]: v for k, v in best["metrics"].items()
+                       if k.startswith(f"{split}/per_class/")}
+               for split in ("val", "test")}
+  scalars = {k: v for k, v in best["metrics"].items() if "/per_class/" not in k}
+  best = {**best, "metrics": scalars}
+  extra = {}
+  if any(per_class.values()):
+    extra["per_class"] = per_class
+    if class_counts is not None:
+      extra["train_class_counts"] = np.asarray(class_counts).tolist()
   return {
       "config": json.loads(config.to_json()),
       "objective": objective.name,
@@ -479,6 +525,7 @@ def make_results(config, objective, best: dict[str, Any],
       "final_step": final_step,
       "val": {k[4:]: v for k, v in best["metrics"].items() if k.startswith("val/")},
       "test": {k[5:]: v for k, v in best["metrics"].items() if k.startswith("test/")},
+      **extra,
   }
 
 

@@ -30,6 +30,7 @@ from jax import lax
 
 from sla_jax import feature_transforms
 from sla_jax.models import conv_ops, registry
+from sla_jax.models import heads as heads_lib
 
 __all__ = ["CifarResNet", "BasicBlock", "DEPTHS", "STAGE_CHANNELS"]
 
@@ -121,6 +122,8 @@ class CifarResNet(nn.Module):
       faster) instead of the two-pass ``E[(x - E[x])^2]`` (PyTorch's numerics).
     zero_init_heads: Zero-initialise the heads (big_vision style) instead of
       PyTorch's default Linear init.
+    cosine_scale: If > 0, every head is a cosine classifier of this scale
+      (:class:`sla_jax.models.heads.CosineDense`, LDAM's normalised head).
     zero_init_last_bn: Zero-initialise each block's last BatchNorm scale.
     conv_weight_grad: ``"xla"`` (XLA's own convolution gradients),
       ``"matmul"`` (weight gradients as one matmul over 3x3 patches,
@@ -146,6 +149,7 @@ class CifarResNet(nn.Module):
   use_fast_variance: bool = False
   zero_init_heads: bool = False
   zero_init_last_bn: bool = False
+  cosine_scale: float = 0.0
   conv_weight_grad: str = "auto"
   feature_groups: int = 0
   feature_stage: int = 2
@@ -157,6 +161,10 @@ class CifarResNet(nn.Module):
                        f"{', '.join(map(str, DEPTHS))}); got {self.depth}.")
     _check_conv_weight_grad(self.conv_weight_grad)
     jnp.dtype(self.dtype)  # a valid dtype name or dtype
+    if self.cosine_scale < 0 or (self.cosine_scale and self.zero_init_heads):
+      raise ValueError(f"cosine_scale must be >= 0 (0 = linear heads) and "
+                       f"cannot be combined with zero_init_heads; got "
+                       f"{self.cosine_scale}.")
     if self.feature_groups:
       if self.feature_stage not in range(len(STAGE_CHANNELS)):
         raise ValueError(f"feature stage must be 0 (after the stem), 1, 2 or "
@@ -200,6 +208,11 @@ class CifarResNet(nn.Module):
     out = {"features": features}
     for head, size in (self.heads or {}).items():
       fan_in = features.shape[-1]
+      if self.cosine_scale:
+        out[head] = heads_lib.CosineDense(
+            size, self.cosine_scale, dtype=dtype,
+            kernel_init=torch_linear_kernel_init, name=f"{head}_head")(features)
+        continue
       out[head] = nn.Dense(
           size, dtype=dtype,
           kernel_init=(nn.initializers.zeros if self.zero_init_heads
