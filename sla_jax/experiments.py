@@ -40,7 +40,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from sla_jax import objectives
+from sla_jax import long_tail, objectives
 
 __all__ = ["Run", "expand", "run_grid", "collect", "summarize", "write_results"]
 
@@ -169,13 +169,43 @@ def summarize(records: Sequence[dict]) -> dict[str, dict]:
   groups: dict[str, dict[str, list[float]]] = {}
   for r in records:
     g = groups.setdefault(r["run"].group, {})
-    for metric in objectives.metric_names():
+    for metric in objectives.metric_names() + _group_metric_names():
       if metric in r["results"]["test"]:
         g.setdefault(metric, []).append(r["results"]["test"][metric])
   return {group: {m: (float(np.mean(v)),
                       float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
                   for m, v in metrics.items()}
           for group, metrics in groups.items()}
+
+
+def _mean_std(mean: float, std: float) -> str:
+  """``"12.34 ± 0.56"`` in %, or ``"–"`` for an empty class group (NaN)."""
+  return "–" if np.isnan(mean) else f"{mean * 100:.2f} ± {std * 100:.2f}"
+
+
+def _group_metric_names() -> tuple[str, ...]:
+  """``<metric>_<group>``: accuracies over the many / medium / few-shot classes."""
+  return tuple(f"{m}_{g}" for m in objectives.metric_names()
+               for g in long_tail.GROUPS)
+
+
+def _group_table(summary: dict[str, dict]) -> list[str]:
+  """RESULTS.md lines: each run group's accuracy per class group (long-tailed grids)."""
+  rows = []
+  for group, metrics in summary.items():
+    for m in objectives.metric_names():
+      if f"{m}_{next(iter(long_tail.GROUPS))}" not in metrics:
+        continue
+      cells = [_mean_std(*metrics[f"{m}_{g}"][:2]) for g in long_tail.GROUPS]
+      rows.append(f"| {group} | {m} | " + " | ".join(cells) + " |")
+  if not rows:
+    return []
+  return (["## Test accuracy by class group (%, mean ± std over seeds)", "",
+           "Classes with > 100 (many), 20-100 (medium) and < 20 (few) training "
+           "images.", "",
+           "| objective/transform | prediction | " +
+           " | ".join(long_tail.GROUPS) + " |",
+           "|---|---|" + "---:|" * len(long_tail.GROUPS)] + rows + [""])
 
 
 def _machine() -> str:
@@ -229,7 +259,8 @@ def _plot(grid, records, summary, out: pathlib.Path) -> list[str]:
            capsize=2, label=metric)
   ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)
   ax.set_ylabel("test accuracy (%), mean ± std")
-  lows = [v[0] - v[1] for s in summary.values() for v in s.values()]
+  lows = [v[0] - v[1] for s in summary.values() for k, v in s.items()
+          if k in names]
   ax.set_ylim(max(0.0, min(lows) * 100 - 5) if lows else 0, 100)
   ax.set_title(grid.title, fontsize=10)
   ax.legend(fontsize=8)
@@ -268,14 +299,15 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
             "| objective/transform | n | " + " | ".join(names) + " |",
             "|---|---:|" + "---:|" * len(names)]
   for group, metrics in summary.items():
-    n = max(v[2] for v in metrics.values())
-    cells = [f"{metrics[m][0] * 100:.2f} ± {metrics[m][1] * 100:.2f}"
-             if m in metrics else "–" for m in names]
+    n = max(v[2] for k, v in metrics.items() if k in names)
+    cells = [_mean_std(*metrics[m][:2]) if m in metrics else "–"
+             for m in names]
     lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
   lines += ["", "`acc`: the class head on the original image (baseline, DA, "
             "MT); `acc_si`: SLA's single inference (identity view's joint "
             "logits); `acc_ag`: aggregated over the M views; `acc_sd`: the "
             "self-distilled single head.", ""]
+  lines += _group_table(summary)
   lines += [f"![test accuracy vs step]({plots[0]})", "",
             f"![final test accuracy]({plots[1]})", ""]
   template = Run("O", "T", "S")  # type: ignore[arg-type]

@@ -201,3 +201,16 @@ def test_long_tailed_ldam_drw_sla_run_reports_groups_and_per_class(tmp_path):
   rows = sp.metric_rows(tmp_path)
   assert all(isinstance(v, float) for r in rows for k, v in r.items()
              if k != "step")
+
+
+def test_experiments_summarise_class_groups():
+  from sla_jax import experiments  # pylint: disable=g-import-not-at-top
+  run = lambda seed: experiments.Run("sla", "rotation", seed)
+  records = [{"run": run(s), "results": {"test": {
+      "acc_si": v, "acc_si_many": v + 0.2, "acc_si_medium": v,
+      "acc_si_few": float("nan")}}} for s, v in enumerate([0.5, 0.7])]
+  summary = experiments.summarize(records)
+  assert summary["sla/rotation"]["acc_si_many"][:2] == pytest.approx(
+      (0.8, np.std([0.7, 0.9], ddof=1)))
+  table = "\n".join(experiments._group_table(summary))  # pylint: disable=protected-access
+  assert "| sla/rotation | acc_si | 80.00 ± 14.14 | 60.00 ± 14.14 | – |" in table
