@@ -77,7 +77,13 @@ def main():
   parser.add_argument("--fast_variance", action="store_true",
                       help="One-pass BatchNorm variance on the JAX side.")
   parser.add_argument("--json", action="store_true")
+  parser.add_argument("--require_quiet", action="store_true",
+                      help="Refuse to time on a busy machine (exit 2).")
   args = parser.parse_args()
+  load = bench.machine_load()
+  if args.require_quiet and load["busy"]:
+    parser.exit(2, f"compare_torch: error: the machine is busy ({load}); stop "
+                f"other work or drop --require_quiet.\n")
 
   error = check_against_reference()
   if error is not None and error > 1e-5:
@@ -115,6 +121,7 @@ def main():
             "jax_device": str(jax.devices()[0].device_kind),
             "jax_backend": jax.default_backend(),
             "reference_loss_rel_error": error,
+            "machine_load_before": load,
             "jax_median_s": float(np.median(times["jax"])),
             "torch_median_s": float(np.median(times["torch"]))}
   result["jax_speed_vs_torch"] = result["torch_median_s"] / result["jax_median_s"]
@@ -126,7 +133,8 @@ def main():
           f"({args.torch_variant}) {result['torch_median_s']:.3f} s/step -> JAX "
           f"runs at {result['jax_speed_vs_torch']:.2f}x PyTorch's speed "
           f"(reference loss check: "
-          f"{'skipped' if error is None else f'{error:.1e} rel'})")
+          f"{'skipped' if error is None else f'{error:.1e} rel'}; load before "
+          f"{load['load_1m']:.2f}{', BUSY: not a result' if load['busy'] else ''})")
 
 
 if __name__ == "__main__":

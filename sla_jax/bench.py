@@ -20,12 +20,16 @@ devices JAX sees, over random uint8 images of the dataset's shape
   grain host pipeline (the ``data_on_device=False`` path).
 
 Prints a table; ``--json`` prints one JSON object per measurement instead.
+Every row records the machine's load averages before the run and marks a busy
+machine (``machine_load_before.busy``); ``--require_quiet`` refuses to time on
+one (exit 2).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import sys
 import time
@@ -51,6 +55,8 @@ _IMAGE_SHAPE = flags.DEFINE_list("image_shape", None,
                                  "H,W,C of synthetic images (default: the "
                                  "config's dataset's, else 32,32,3).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Synthetic classes.")
+_REQUIRE_QUIET = flags.DEFINE_bool(
+    "require_quiet", False, "Refuse to time on a busy machine (exit 2).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -146,10 +152,27 @@ def build_train_step(config, images, labels, num_classes: int,
                         mesh)
 
 
+def machine_load() -> dict[str, Any]:
+  """The load averages and whether the machine is too busy for timings.
+
+  ``busy``: the 1-minute load average exceeds ``max(0.5, cpus / 4)`` (other
+  work is running: a ratio measured now is not a result). Record it before a
+  measurement starts; the measurement itself raises the load.
+  """
+  load_1m, load_5m, load_15m = os.getloadavg()
+  cpus = os.cpu_count() or 1
+  return {"load_1m": load_1m, "load_5m": load_5m, "load_15m": load_15m,
+          "cpu_count": cpus, "busy": load_1m > max(0.5, cpus / 4)}
+
+
 def run_benchmark(config, steps: int = 20, warmup: int = 2,
                   real_data: bool = False, image_shape=None,
                   num_classes=None) -> list[dict]:
-  """Runs every measurement; returns one dict per row (see module docstring)."""
+  """Runs every measurement; returns one dict per row (see module docstring).
+
+  Every row records the machine's load before the run (:func:`machine_load`).
+  """
+  load = machine_load()
   if real_data:
     dataset = data_lib.load(config)
     images, labels = dataset.train.read_all()
@@ -249,6 +272,7 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
 
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   for r in rows:
+    r["machine_load_before"] = load
     r["peak_host_bytes"] = peak_rss
     r["peak_device_bytes"] = _device_memory()
   return rows
@@ -278,6 +302,11 @@ def format_table(rows: list[dict]) -> str:
   lines.append(f"AG (all {head['num_views']} views) costs "
                f"{rows[2]['cost_vs_identity_view']:.2f}x the identity-view "
                f"pass (SI and the SD head need only that pass)")
+  load = rows[0]["machine_load_before"]
+  lines.append(f"load before the run {load['load_1m']:.2f} / {load['load_5m']:.2f}"
+               f" / {load['load_15m']:.2f} (1 / 5 / 15 min, {load['cpu_count']} "
+               f"CPUs)" + ("  BUSY MACHINE: these timings are not results"
+                           if load["busy"] else ""))
   lines.append(f"peak host memory {rows[0]['peak_host_bytes'] / 2**30:.2f} GiB"
                + (f", device {rows[0]['peak_device_bytes'] / 2**30:.2f} GiB"
                   if rows[0]["peak_device_bytes"] else ""))
@@ -288,6 +317,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
+  if _REQUIRE_QUIET.value and machine_load()["busy"]:
+    print(f"sla-bench: error: the machine is busy ({machine_load()}); stop "
+          f"other work or drop --require_quiet.", file=sys.stderr)
+    sys.exit(2)
   try:
     rows = run_benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value,
                          _REAL.value, _IMAGE_SHAPE.value, _NUM_CLASSES.value)
@@ -305,7 +338,8 @@ def run():
   """Console-script entry point."""
   from sla_jax import cli  # pylint: disable=g-import-not-at-top
   cli.run(main, "sla-bench", ("config", "steps", "warmup", "json",
-                              "real_data", "image_shape", "num_classes"),
+                              "real_data", "image_shape", "num_classes",
+                              "require_quiet"),
           __doc__)
 
 

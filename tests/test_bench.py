@@ -32,6 +32,19 @@ def test_run_benchmark_fields():
   assert 3.5 < ratio < 4.5
   assert rows[2]["cost_vs_identity_view"] > 0
   assert "AG (all 4 views) costs" in bench.format_table(rows)
+  load = step["machine_load_before"]
+  assert set(load) == {"load_1m", "load_5m", "load_15m", "cpu_count", "busy"}
+  assert "load before the run" in bench.format_table(rows)
+
+
+def test_machine_load_marks_a_busy_machine(monkeypatch):
+  monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.1, 0.2, 0.3))
+  monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+  assert not bench.machine_load()["busy"]
+  monkeypatch.setattr(bench.os, "getloadavg", lambda: (1.9, 0.2, 0.3))
+  assert bench.machine_load()["busy"]
+  monkeypatch.setattr(bench.os, "cpu_count", lambda: 16)
+  assert not bench.machine_load()["busy"]  # 1.9 of 16 CPUs: quiet
 
 
 def test_cli_json_lines():
