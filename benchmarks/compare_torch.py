@@ -3,11 +3,21 @@
     pip install -e .[bench]
     python -m benchmarks.compare_torch --batch_size 128 --rounds 5
 
+    # and the original code itself, from a checkout outside this repo:
+    git clone https://github.com/hankook/SLA /tmp/SLA_orig
+    python -m benchmarks.compare_torch --official /tmp/SLA_orig --rounds 5
+
 Both do one SGD step of ResNet-{depth} on ``batch_size`` images x 4 rotations
 (CE on joint labels, momentum 0.9, weight decay 1e-4). The script first checks
 that the PyTorch re-implementation reproduces the original's loss on the shared
 reference weights (when ../shared is present), then alternates JAX and PyTorch
 calls for ``--rounds`` rounds and prints median step times and the ratio.
+``--official PATH`` adds a third contestant: the original's own update, i.e.
+its ``trainers.create_sla_trainer`` process function (its ``cresnet{depth}``
+from ``models.check_model``, its ``augmentations.rotation``, SGD), imported
+from the user's checkout at PATH; nothing of it enters this repo. The load
+averages before the run are recorded (``--require_quiet`` refuses a busy
+machine).
 """
 
 from __future__ import annotations
@@ -61,6 +71,24 @@ def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False):
   return call
 
 
+def official_step(path: str, depth: int, batch_size: int, device: str):
+  """``call()``: one update of the original hankook/SLA code at ``path`` (its engine's process function)."""
+  from benchmarks import original_side_by_side  # pylint: disable=g-import-not-at-top
+  models, augmentations, trainers = original_side_by_side.import_official(path)
+  torch.manual_seed(0)
+  transform, m = augmentations.rotation()
+  model = models.check_model(f"cresnet{depth}", 10 * m)
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                              weight_decay=1e-4)
+  engine = trainers.create_sla_trainer(model, transform, optimizer,
+                                       device=torch.device(device))
+  rng = np.random.default_rng(0)
+  batch = (torch.from_numpy(rng.uniform(-1, 1, (batch_size, 3, 32, 32))
+                            .astype(np.float32)),
+           torch.from_numpy(rng.integers(0, 10, batch_size)))
+  return lambda: engine._process_function(engine, batch)["loss"]  # pylint: disable=protected-access
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch_size", type=int, default=128)
@@ -77,6 +105,8 @@ def main():
   parser.add_argument("--fast_variance", action="store_true",
                       help="One-pass BatchNorm variance on the JAX side.")
   parser.add_argument("--json", action="store_true")
+  parser.add_argument("--official", default=None,
+                      help="A checkout of hankook/SLA: also time its own step.")
   parser.add_argument("--require_quiet", action="store_true",
                       help="Refuse to time on a busy machine (exit 2).")
   args = parser.parse_args()
@@ -102,12 +132,17 @@ def main():
       bf16=args.torch_variant.startswith("bf16"), device=device)
   jax_call = jax_step(args.depth, args.batch_size, args.jax_dtype,
                       args.fast_variance)
-  for _ in range(3):  # compile / warm up both (and cuDNN's autotuning)
-    jax_call(), torch_call(images, labels)
-  times = {"jax": [], "torch": []}
+  calls = {"jax": jax_call,
+           "torch": lambda: float(torch_call(images, labels))}
+  if args.official:
+    calls["official"] = official_step(args.official, args.depth,
+                                      args.batch_size, device)
+  for _ in range(3):  # compile / warm up all (and cuDNN's autotuning)
+    for call in calls.values():
+      call()
+  times = {name: [] for name in calls}
   for _ in range(args.rounds):
-    for name, call in (("jax", jax_call),
-                       ("torch", lambda: float(torch_call(images, labels)))):
+    for name, call in calls.items():
       start = time.perf_counter()
       call()
       times[name].append(time.perf_counter() - start)
@@ -125,6 +160,10 @@ def main():
             "jax_median_s": float(np.median(times["jax"])),
             "torch_median_s": float(np.median(times["torch"]))}
   result["jax_speed_vs_torch"] = result["torch_median_s"] / result["jax_median_s"]
+  if args.official:
+    result["official_median_s"] = float(np.median(times["official"]))
+    result["jax_speed_vs_official"] = (result["official_median_s"] /
+                                       result["jax_median_s"])
   if args.json:
     print(json.dumps(result))
   else:
@@ -135,6 +174,10 @@ def main():
           f"(reference loss check: "
           f"{'skipped' if error is None else f'{error:.1e} rel'}; load before "
           f"{load['load_1m']:.2f}{', BUSY: not a result' if load['busy'] else ''})")
+    if args.official:
+      print(f"the original code's own step ({args.official}): "
+            f"{result['official_median_s']:.3f} s/step -> JAX runs at "
+            f"{result['jax_speed_vs_official']:.2f}x its speed")
 
 
 if __name__ == "__main__":

@@ -38,3 +38,18 @@ def test_step_variants_run_and_learn():
     for _ in range(5):
       last = float(step(images, labels))
     assert last < first, kw
+
+
+def test_official_step_is_the_original_code_update():
+  """--official: the original's own engine update (needs a checkout of hankook/SLA)."""
+  import os, pathlib  # pylint: disable=g-import-not-at-top,multiple-imports
+  path = pathlib.Path(os.environ.get("SLA_OFFICIAL", "/tmp/SLA_orig"))
+  if not (path / "trainers.py").exists():
+    pytest.skip(f"no hankook/SLA checkout at {path} (set SLA_OFFICIAL)")
+  pytest.importorskip("ignite")
+  call = compare_torch.official_step(str(path), depth=20, batch_size=4,
+                                     device="cpu")
+  losses = [call() for _ in range(6)]  # the same batch: the loss must fall
+  assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+  # Its first loss on 40-way joint logits starts near log(40).
+  assert abs(losses[0] - np.log(40)) < 1.0
