@@ -24,6 +24,8 @@ _TRAIN = [
     "tqdm",
     "flatbuffers",    # jax.export serialization (sla_jax.inference export)
 ]
+# sla_jax.fewshot.svm_logits: MetaOptNet's SVM head (a QP solved by OSQP).
+_FEWSHOT = ["jaxopt>=0.8.5"]
 # sla-experiments: plots and the Welch test of RESULTS.md.
 _EXPERIMENTS = ["matplotlib", "scipy"]
 
@@ -36,13 +38,14 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["sla_jax", "sla_jax.*"]),
     python_requires=">=3.10",
-    # The library core (transforms, losses, models, objectives, optim): what
-    # `import sla_jax.losses, sla_jax.transforms, sla_jax.models` needs.
+    # The library core (transforms, losses, models, objectives, optim,
+    # augment, long_tail, fewshot): what `import sla_jax` needs.
     install_requires=[
         "jax>=0.10.2,<0.11",
         "flax>=0.12.8,<0.13",
         "optax>=0.2.8,<0.3",
         "numpy",
+        "dm-pix>=0.4.5",  # sla_jax.augment: RandAugment's geometric ops
     ],
     entry_points={"console_scripts": ["sla-train = sla_jax.main:run",
                                       "sla-bench = sla_jax.bench:run",
@@ -53,6 +56,8 @@ setup(
         "experiments": _TRAIN + _EXPERIMENTS,
         # The PyTorch re-implementation of the original step (benchmarks/).
         "bench": _TRAIN + ["torch==2.13.0"],
-        "test": _TRAIN + _EXPERIMENTS + ["pytest>=8", "pytest-xdist>=3"],
+        "fewshot": _FEWSHOT,
+        "test": _TRAIN + _EXPERIMENTS + _FEWSHOT + ["pytest>=8",
+                                                   "pytest-xdist>=3"],
     },
 )

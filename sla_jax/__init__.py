@@ -15,15 +15,21 @@ optax and numpy):
   importer for PyTorch checkpoints of the original code.
 * :mod:`sla_jax.optim` -- the original's SGD (PyTorch-coupled weight decay)
   and step-decay schedule in optax.
+* :mod:`sla_jax.augment` -- Cutout, CutMix, Mixup and RandAugment on the
+  device, with mixed (joint) labels.
+* :mod:`sla_jax.long_tail` -- long-tailed subsets, LDAM margins, deferred
+  re-weighting, many / medium / few-shot class-group accuracies.
+* :mod:`sla_jax.fewshot` -- ProtoNet, ridge (R2D2) and SVM (MetaOptNet) heads,
+  an episodic sampler and SLA's SI / AG for episodes.
 
 With the ``train`` extra: :mod:`sla_jax.train` (``sla-train``),
 :mod:`sla_jax.inference` (load a trained workdir, predict, export),
 ``sla-eval``, ``sla-bench``; with ``experiments``: ``sla-experiments``.
 """
 
-from sla_jax import (feature_transforms, losses, models, objectives, optim,
-                     transforms)
+from sla_jax import (augment, feature_transforms, fewshot, long_tail, losses,
+                     models, objectives, optim, transforms)
 
 __version__ = "0.2.0"
-__all__ = ["feature_transforms", "losses", "models", "objectives", "optim",
-           "transforms"]
+__all__ = ["augment", "feature_transforms", "fewshot", "long_tail", "losses",
+           "models", "objectives", "optim", "transforms"]

@@ -101,6 +101,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.imbalance_ratio = 1.0
   c.crop_padding = 4            # random crop with zero padding
   c.flip = True                 # random horizontal flip
+  # Strong augmentation on the device after crop / flip and before the M views
+  # (sla_jax.augment): name = none | cutout | cutmix | mixup | randaugment, or
+  # several joined by "+" (e.g. "randaugment+cutout"; a mixing op last). Each
+  # op takes its parameters from its own block. Mixing ops train on mixtures
+  # of the (joint) labels.
+  c.augment = ml_collections.ConfigDict({
+      "name": "none",
+      "cutout": {"size": 16, "fill": 0.0},   # DeVries & Taylor: 16 px on CIFAR
+      "cutmix": {"alpha": 1.0},              # Yun et al.
+      "mixup": {"alpha": 1.0},               # Zhang et al. on CIFAR
+      "randaugment": {"num_ops": 2, "magnitude": 9.0, "fill": 0.5},
+  })
   # True: the training set lives on the devices (uint8) and batches are drawn
   # inside the step. False: a grain host pipeline reads each process's share of
   # every batch from the (lazy, for TFDS) source, for datasets too big for that.

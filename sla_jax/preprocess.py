@@ -5,12 +5,23 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["normalize", "random_crop_and_flip"]
+__all__ = ["normalize", "to_unit", "unit_to_normalized",
+           "random_crop_and_flip"]
+
+
+def to_unit(images: jax.Array) -> jax.Array:
+  """uint8 ``[0, 255]`` -> float32 ``[0, 1]`` (what :mod:`sla_jax.augment` expects)."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def unit_to_normalized(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """``[0, 1]`` -> ``[-1, 1]``: ``(x - 0.5) / 0.5`` as the original's ``Normalize``."""
+  return ((images - 0.5) / 0.5).astype(dtype)
 
 
 def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
   """uint8 ``[0, 255]`` -> ``[-1, 1]``: ``(x / 255 - 0.5) / 0.5`` as the original."""
-  return ((images.astype(jnp.float32) / 255.0 - 0.5) / 0.5).astype(dtype)
+  return unit_to_normalized(to_unit(images), dtype)
 
 
 def random_crop_and_flip(key: jax.Array, images: jax.Array, padding: int,

@@ -1,7 +1,8 @@
 """A trainer config resolved once into typed objects: the objective, the model, the dtype.
 
 :func:`resolve` reads every field that selects code (``objective``,
-``transform``, ``feature_transform``, ``model``, ``ldam``, ``drw``) exactly once and validates
+``transform``, ``feature_transform``, ``model``, ``ldam``, ``drw``,
+``augment``) exactly once and validates
 it in the constructors of the objects it builds (objective registry, model
 registry, :class:`FeatureTransform`); the trainer, ``sla-bench`` and
 ``sla-eval`` use the result and never re-read those fields. Errors are
@@ -15,6 +16,7 @@ the model's keyword arguments (``depth``, ``dtype``, ``conv_weight_grad``,
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sla_jax import augment as augment_lib
 from sla_jax import feature_transforms, long_tail, models, objectives
 
 __all__ = ["ConfigError", "FeatureTransform", "Spec", "resolve", "DTYPES"]
@@ -78,6 +81,9 @@ class Spec:
   # each image's loss is weighted by its class's weight; () = never.
   class_weights: tuple[float, ...] = ()
   reweight_step: int = 0
+  # Strong augmentation (sla_jax.augment.chain): ``(key, [0, 1] images,
+  # labels) -> (images, MixedLabels)``; None = none.
+  augment: Callable | None = None
 
 
 def _long_tail(config, num_classes: int, class_counts
@@ -114,6 +120,10 @@ def resolve(config: ml_collections.ConfigDict, num_classes: int,
     feature = FeatureTransform(**dict(config.get("feature_transform") or {}))
     margins, weights, reweight_step = _long_tail(config, num_classes,
                                                  class_counts)
+    augment_config = config.get("augment") or {"name": "none"}
+    augment_fn = augment_lib.chain(
+        augment_config["name"],
+        {k: dict(v) for k, v in augment_config.items() if k != "name"})
     objective = objectives.make(config.objective, num_classes,
                                 config.transform, config.large_loss,
                                 config.temperature, feature.views, margins)
@@ -129,4 +139,5 @@ def resolve(config: ml_collections.ConfigDict, num_classes: int,
     raise ConfigError(str(e)) from None
   if config.total_steps <= 0 or config.batch_size <= 0:
     raise ConfigError("total_steps and batch_size must be positive.")
-  return Spec(objective, model, dtype, feature, weights, reweight_step)
+  return Spec(objective, model, dtype, feature, weights, reweight_step,
+              augment_fn)

@@ -56,6 +56,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from sla_jax import augment as augment_lib
 from sla_jax import checkpointing, distributed, evaluation, input_pipeline
 from sla_jax import data as data_lib
 from sla_jax import long_tail, losses, metric_writers, optim, preemption
@@ -205,14 +206,25 @@ def make_train_step(spec: spec_lib.Spec, tx, config, batch_sharding,
           index_key, images, labels, config.batch_size, batch_sharding)
     images = preprocess.random_crop_and_flip(augment_key, images,
                                              config.crop_padding, config.flip)
-    views = objective.group.apply(preprocess.normalize(images, spec.dtype))
+    if spec.augment is None:
+      images, mixed = preprocess.normalize(images, spec.dtype), None
+    else:  # strong augmentation on [0, 1] images, before the views
+      images, mixed = spec.augment(jax.random.fold_in(augment_key, 1),
+                                   preprocess.to_unit(images), labels)
+      images = preprocess.unit_to_normalized(images, spec.dtype)
+    views = objective.group.apply(images)
 
     def loss_fn(params):
       outputs, new = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, views,
           train=True, mutable=["batch_stats"])
-      per_image = objective.loss(outputs, labels, reduce=False)
-      return reduce_images(per_image, labels, state.step), new["batch_stats"]
+      if mixed is None:
+        per_image = objective.loss(outputs, labels, reduce=False)
+        loss = reduce_images(per_image, labels, state.step)
+      else:
+        loss = reduce_images(mixed_image_losses(objective, outputs, mixed),
+                             mixed, state.step)
+      return loss, new["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
@@ -223,19 +235,40 @@ def make_train_step(spec: spec_lib.Spec, tx, config, batch_sharding,
   return step
 
 
+def mixed_image_losses(objective, outputs, mixed: augment_lib.MixedLabels
+                       ) -> jax.Array:
+  """``[B]``: ``w * L(labels) + (1 - w) * L(partner_labels)`` per image.
+
+  The objective's own per-image loss of each label set, so SLA trains on the
+  same mixture of the joint labels ``y * M + j`` of both images.
+  """
+  w = mixed.weight
+  return (w * objective.loss(outputs, mixed.labels, reduce=False) +
+          (1.0 - w) * objective.loss(outputs, mixed.partner_labels,
+                                     reduce=False))
+
+
 def make_image_reduction(spec: spec_lib.Spec) -> Callable:
-  """``(per_image [B], labels [B], step) -> loss``: the batch mean, or DRW's weighted mean.
+  """``(per_image [B], labels, step) -> loss``: the batch mean, or DRW's weighted mean.
 
   With deferred re-weighting (``spec.class_weights``) each image's loss is
   weighted by its class's weight from ``spec.reweight_step`` on
   (:func:`sla_jax.long_tail.reweighted_mean`); before it, all weights are 1.
+  ``labels``: ``[B]`` ints, or :class:`sla_jax.augment.MixedLabels` (a mix
+  weighs ``w * weight(labels) + (1 - w) * weight(partner_labels)``).
   """
   if not spec.class_weights:
     return lambda per_image, labels, step: per_image.mean()
   class_weights = jnp.asarray(spec.class_weights, jnp.float32)
 
   def reduce(per_image, labels, step):
-    weights = jnp.where(step >= spec.reweight_step, class_weights[labels], 1.0)
+    if isinstance(labels, augment_lib.MixedLabels):
+      w = labels.weight
+      image_weights = (w * class_weights[labels.labels] +
+                       (1.0 - w) * class_weights[labels.partner_labels])
+    else:
+      image_weights = class_weights[labels]
+    weights = jnp.where(step >= spec.reweight_step, image_weights, 1.0)
     return long_tail.reweighted_mean(per_image, weights)
 
   return reduce

@@ -13,7 +13,8 @@ TRAINING_STACK = ("orbax.checkpoint", "tensorflow_datasets", "grain",
 def test_core_modules_import_without_the_training_stack():
   code = ("import sys\n"
           "import sla_jax, sla_jax.losses, sla_jax.transforms, sla_jax.models, "
-          "sla_jax.objectives, sla_jax.feature_transforms, sla_jax.optim\n"
+          "sla_jax.objectives, sla_jax.feature_transforms, sla_jax.optim, "
+          "sla_jax.augment, sla_jax.long_tail, sla_jax.fewshot\n"
           f"loaded = [m for m in {TRAINING_STACK!r} if m in sys.modules]\n"
           "print(loaded)\n")
   proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
@@ -33,7 +34,8 @@ def test_install_requires_is_the_core():
 
 def test_all_lists_every_public_module():
   import sla_jax  # pylint: disable=g-import-not-at-top
-  assert set(sla_jax.__all__) == {"feature_transforms", "losses", "models",
+  assert set(sla_jax.__all__) == {"augment", "feature_transforms", "fewshot",
+                                  "long_tail", "losses", "models",
                                   "objectives", "optim", "transforms"}
   for name in sla_jax.__all__:
     module = getattr(sla_jax, name)
