@@ -99,6 +99,15 @@ def base_config() -> ml_collections.ConfigDict:
   # n_max * ratio^(-i/(N-1)) of its images (seeded); validation and test stay
   # balanced. 1.0 = all images.
   c.imbalance_ratio = 1.0
+  # Images of any size (sla_jax.image_ops, data_on_device=False): > 0 reads
+  # random resized crops of image_size x image_size for training (area
+  # fraction crop_scale, aspect ratio crop_ratio: Inception-style) and, for
+  # evaluation, the shorter side resized to eval_resize (0: image_size / 0.875)
+  # and the central crop. 0: images are used at their stored (common) size.
+  c.image_size = 0
+  c.crop_scale = (0.08, 1.0)
+  c.crop_ratio = (3 / 4, 4 / 3)
+  c.eval_resize = 0
   c.crop_padding = 4            # random crop with zero padding
   c.flip = True                 # random horizontal flip
   # Strong augmentation on the device after crop / flip and before the M views

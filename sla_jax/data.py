@@ -32,6 +32,7 @@ import dataclasses
 import logging
 import pathlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,11 @@ class Split:
   size: int
   read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
   labels: np.ndarray | None = None
+  # Images of any size (``config.image_size``): ``read`` gives the evaluation
+  # crops and ``read_train(indices, rng)`` random resized crops
+  # (sla_jax.image_ops); None = ``read`` serves training too.
+  read_train: Callable[[np.ndarray, np.random.Generator],
+                       tuple[np.ndarray, np.ndarray]] | None = None
 
   @classmethod
   def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> "Split":
@@ -60,8 +66,11 @@ class Split:
 
   def subset(self, index: np.ndarray) -> "Split":
     index = np.asarray(index)
+    read_train = (None if self.read_train is None else
+                  lambda i, rng: self.read_train(index[i], rng))
     return Split(len(index), lambda i: self.read(index[i]),
-                 None if self.labels is None else self.labels[index])
+                 None if self.labels is None else self.labels[index],
+                 read_train)
 
   def read_all(self) -> tuple[np.ndarray, np.ndarray]:
     return self.read(np.arange(self.size))
@@ -91,7 +100,8 @@ def _digits():
           Split.from_arrays(images[test], labels[test]), labels[train])
 
 
-def _tfds(name: str, data_dir: str | None, in_memory: bool):
+def _tfds(name: str, data_dir: str | None, in_memory: bool,
+          crops: Crops | None = None):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   how = (f"Prepare it once where there is internet access with `tfds build "
          f"{name} --file_format=array_record --data_dir=DIR` and pass "
@@ -115,13 +125,19 @@ def _tfds(name: str, data_dir: str | None, in_memory: bool):
             f"sla_jax. {how}") from None
       raise ValueError(f"Cannot read {name!r} split {split!r} without "
                        f"TensorFlow ({e}). {how}") from None
+    if crops is not None:  # any size: cropped when read
+      def load(i):
+        example = source[i]  # decodes once
+        return example["image"], example["label"]
+      return crops.split(len(source), load)
+
     def read_records(index):
       examples = [source[int(i)] for i in index]
       shapes = {ex["image"].shape for ex in examples}
       if len(shapes) > 1:
         raise ValueError(f"Dataset {name!r} has images of several sizes "
-                         f"({sorted(shapes)[:3]}...); training needs one "
-                         f"size. Resize it into an image folder first.")
+                         f"({sorted(shapes)[:3]}...); set --config.image_size "
+                         f"(random resized crops, data_on_device=False).")
       return (np.stack([ex["image"] for ex in examples]).astype(np.uint8),
               np.asarray([ex["label"] for ex in examples], np.int32))
 
@@ -129,6 +145,8 @@ def _tfds(name: str, data_dir: str | None, in_memory: bool):
     return Split.from_arrays(*lazy.read_all()) if in_memory else lazy
 
   train, test = read("train"), read("test")
+  if crops is not None:
+    in_memory = False
   if in_memory:
     return num_classes, train, test, train.read_all()[1]
   # Labels are only needed for samples_per_class; reading them decodes each
@@ -138,7 +156,7 @@ def _tfds(name: str, data_dir: str | None, in_memory: bool):
   return num_classes, train, test, labels
 
 
-def _folder(root: str, skip_corrupt: bool = False):
+def _folder(root: str, skip_corrupt: bool = False, crops: Crops | None = None):
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   root_path = pathlib.Path(root).expanduser()
   splits = {s: root_path / s for s in ("train", "test")}
@@ -159,6 +177,22 @@ def _folder(root: str, skip_corrupt: bool = False):
         f"Image folder {str(root_path)!r}: train/ and test/ must hold the same "
         f"class folders; only in train/: {', '.join(only_train) or 'none'}; "
         f"only in test/: {', '.join(only_test) or 'none'}.")
+
+  def files_of(path):
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+      found = sorted(f for f in (path / cls).iterdir()
+                     if f.suffix.lower() in _IMAGE_SUFFIXES)
+      files += found
+      labels += [label] * len(found)
+    if not files:
+      raise FileNotFoundError(f"No images under {path}/<class>/.")
+    labels = np.asarray(labels, np.int32)
+    return crops.split(len(files), lambda i: (files[i], labels[i]), labels)
+
+  if crops is not None:  # any size: decoded and cropped when read
+    train, test = files_of(splits["train"]), files_of(splits["test"])
+    return len(classes), train, test, train.labels
 
   def read(path):
     images, labels, skipped = [], [], []
@@ -187,12 +221,63 @@ def _folder(root: str, skip_corrupt: bool = False):
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
       raise ValueError(f"Images under {path} have several sizes "
-                       f"({sorted(shapes)[:3]}...); resize them to one size.")
+                       f"({sorted(shapes)[:3]}...); set --config.image_size "
+                       f"(random resized crops, data_on_device=False) or "
+                       f"resize them to one size.")
     return np.stack(images), np.asarray(labels, np.int32)
 
   train, test = read(splits["train"]), read(splits["test"])
   return (len(classes), Split.from_arrays(*train), Split.from_arrays(*test),
           train[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Crops:
+  """How images of any size become ``size x size`` (see :mod:`sla_jax.image_ops`)."""
+  size: int
+  scale: tuple[float, float] = (0.08, 1.0)
+  ratio: tuple[float, float] = (3 / 4, 4 / 3)
+  eval_resize: int = 0  # shorter side before the central crop; 0: size / 0.875
+
+  def __post_init__(self):
+    if self.size <= 0 or not 0 < self.scale[0] <= self.scale[1] <= 1 or not (
+        0 < self.ratio[0] <= self.ratio[1]) or self.eval_resize < 0:
+      raise ValueError(
+          f"image_size must be > 0, crop_scale within (0, 1] and increasing, "
+          f"crop_ratio positive and increasing, eval_resize >= 0; got size="
+          f"{self.size}, scale={self.scale}, ratio={self.ratio}, "
+          f"eval_resize={self.eval_resize}.")
+
+  @classmethod
+  def from_config(cls, config) -> "Crops | None":
+    size = config.get("image_size", 0)
+    if not size:
+      return None
+    return cls(size, tuple(config.crop_scale), tuple(config.crop_ratio),
+               config.get("eval_resize", 0))
+
+  def split(self, size: int, load: Callable[[int], tuple[Any, int]],
+            labels: np.ndarray | None = None) -> Split:
+    """A lazy split: ``load(i) -> (image, label)``, the image a path, bytes or array."""
+    from sla_jax import image_ops  # pylint: disable=g-import-not-at-top
+
+    def read_with(crop, index):
+      images, labels_ = [], []
+      for i in index:
+        image, label = load(int(i))
+        images.append(crop(image))
+        labels_.append(label)
+      return np.stack(images), np.asarray(labels_, np.int32)
+
+    def read(index):
+      return read_with(lambda im: image_ops.eval_crop(
+          im, self.size, self.eval_resize or None), index)
+
+    def read_train(index, rng):  # flips stay on the device (config.flip)
+      return read_with(lambda im: image_ops.train_crop(
+          im, rng, self.size, self.scale, self.ratio, flip=False), index)
+
+    return Split(size, read, labels, read_train)
 
 
 def describe(name: str, data_dir: str | None = None
@@ -228,14 +313,16 @@ def describe(name: str, data_dir: str | None = None
 def load(config) -> Dataset:
   """Loads ``config.dataset`` and makes the seeded validation / limited splits."""
   name = config.dataset
+  crops = Crops.from_config(config)
   if name == "digits":
     num_classes, train, test, labels = _digits()
   elif name.startswith("folder:"):
     num_classes, train, test, labels = _folder(
-        name[len("folder:"):], config.get("skip_corrupt", False))
+        name[len("folder:"):], config.get("skip_corrupt", False), crops)
   else:
     num_classes, train, test, labels = _tfds(
-        name, config.get("data_dir"), config.get("data_on_device", True))
+        name, config.get("data_dir"), config.get("data_on_device", True),
+        crops)
 
   if not 0 <= config.val_size < train.size:
     raise ValueError(f"val_size={config.val_size} must be in [0, "

@@ -10,7 +10,9 @@ reads exactly the batches an uninterrupted one would.
 * On the host (``data_on_device=False``, datasets too large for that):
   :func:`host_batches` reads each process's share of every batch
   (:func:`host_batch_indices`) in grain's background threads and assembles the
-  global batch with ``jax.make_array_from_process_local_data``.
+  global batch with ``jax.make_array_from_process_local_data``. Splits of
+  images of any size (``config.image_size``) are decoded and randomly crop-
+  resized there (:mod:`sla_jax.image_ops`), seeded by (seed, step, process).
 
 Everything after the batch (crop, flip, scaling, the M views) is the jitted
 step's, the same for both paths.
@@ -65,9 +67,13 @@ def host_batches(split: data_lib.Split, seed: int, batch_size: int,
   import grain  # pylint: disable=g-import-not-at-top
 
   def read(step):
-    return split.read(host_batch_indices(seed, step, split.size, batch_size,
-                                         jax.process_index(),
-                                         jax.process_count()))
+    index = host_batch_indices(seed, step, split.size, batch_size,
+                               jax.process_index(), jax.process_count())
+    if split.read_train is None:
+      return split.read(index)
+    # Random crops of any-size images: a pure function of (seed, step, process).
+    return split.read_train(index, np.random.default_rng(
+        [seed, step, jax.process_index()]))
 
   batches = grain.MapDataset.range(start_step, total_steps).map(read)
   batches = batches.to_iter_dataset(grain.ReadOptions(

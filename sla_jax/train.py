@@ -133,6 +133,9 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
   if config.get("steps_per_call", 1) > 1 and not config.data_on_device:
     raise ConfigError("steps_per_call > 1 needs data_on_device=True (the host "
                       "pipeline feeds one batch per call).")
+  if dataset.train.read_train is not None and config.data_on_device:
+    raise ConfigError(f"image_size={config.image_size} crops images of any "
+                      f"size on the host: set --config.data_on_device=False.")
   if jax.process_count() > 1 and config.data_on_device:
     # The on-device path holds the whole training set on every device; with
     # several processes each one reads only its rows through the host pipeline.
