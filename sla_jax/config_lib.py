@@ -91,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   # "cifar100", ...), or "folder:<root>" with root/{train,test}/<class>/*.jpg.
   c.dataset = "cifar10"
   c.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS dir
+  c.test_split = "test"         # the TFDS split evaluated as "test"
   c.val_size = 5000             # held out of the training split, seeded
   c.data_seed = 0               # val split / subsample; fixed across c.seed
   c.samples_per_class = ml_collections.FieldReference(None, field_type=int)
@@ -181,4 +182,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.keep_checkpoints = 2
   c.num_devices = -1            # -1: all devices JAX sees
+  return c
+
+
+def large_image_config(model: str, image_size: int) -> ml_collections.ConfigDict:
+  """:func:`base_config` for photos of any size and an ImageNet-layout model.
+
+  The original's large-data recipe (hankook/SLA ``datasets.py``):
+  ``RandomResizedCrop(image_size)`` + flip for training, ``Resize`` +
+  ``CenterCrop`` for evaluation, read by the host pipeline; ``model`` is a
+  registry name that takes no ``depth`` (``resnet18``, ``resnet50``, ...). The
+  input scaling stays the CIFAR one, ``(x - 0.5) / 0.5``, where the original
+  uses the ImageNet mean and std: a per-channel affine change of the input
+  that the first convolution's BatchNorm absorbs (up to the zero padding).
+  """
+  c = base_config()
+  c.image_size = image_size
+  c.data_on_device = False
+  c.crop_padding = 0
+  c.model = ml_collections.ConfigDict({
+      "name": model, "dtype": "float32", "conv_weight_grad": "auto",
+      "use_fast_variance": False, "zero_init_residual": False})
   return c

@@ -101,7 +101,7 @@ def _digits():
 
 
 def _tfds(name: str, data_dir: str | None, in_memory: bool,
-          crops: Crops | None = None):
+          crops: Crops | None = None, test_split: str = "test"):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   how = (f"Prepare it once where there is internet access with `tfds build "
          f"{name} --file_format=array_record --data_dir=DIR` and pass "
@@ -144,7 +144,7 @@ def _tfds(name: str, data_dir: str | None, in_memory: bool,
     lazy = Split(len(source), read_records)
     return Split.from_arrays(*lazy.read_all()) if in_memory else lazy
 
-  train, test = read("train"), read("test")
+  train, test = read("train"), read(test_split)
   if crops is not None:
     in_memory = False
   if in_memory:
@@ -322,7 +322,7 @@ def load(config) -> Dataset:
   else:
     num_classes, train, test, labels = _tfds(
         name, config.get("data_dir"), config.get("data_on_device", True),
-        crops)
+        crops, config.get("test_split", "test"))
 
   if not 0 <= config.val_size < train.size:
     raise ValueError(f"val_size={config.val_size} must be in [0, "

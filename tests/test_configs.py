@@ -1,0 +1,71 @@
+"""Every config file builds a runnable spec, and every registered model gives joint logits at 32 and 224 px."""
+
+import importlib.util
+
+import jax
+import pytest
+
+from conftest import REPO
+from sla_jax import config_lib, models, objectives, spec
+
+# Trainer configs (fewshot*.py configure sla_jax.fewshot_main: tests/test_fewshot_train.py).
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py")
+                 if not p.name.startswith(("grid_", "fewshot")))
+GRIDS = sorted(p for p in (REPO / "configs").glob("grid_*.py")
+               if "fewshot" not in p.name)
+CLASSES = {"imagenet.py": 1000, "fine_grained.py": 200}
+
+
+def _load(path):
+  module_spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
+def _joint_logits_shape(model, objective, size):
+  x = jax.ShapeDtypeStruct((2, size, size, 3), "float32")
+  views = jax.eval_shape(objective.group.apply, x)
+  out = jax.eval_shape(
+      lambda v: model.init_with_output(jax.random.key(0), v, train=False)[0],
+      views)
+  return out["joint"].shape
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_resolves_to_a_model_with_joint_logits(path):
+  config = _load(path).get_config(None)
+  if config.objective not in ("sla", "sla_sd"):
+    config.objective = "sla"
+  n = CLASSES.get(path.name, 10)
+  resolved = spec.resolve(config, n)
+  assert resolved.objective.num_views == 4
+  size = config.get("image_size") or (8 if config.dataset == "digits" else 32)
+  assert _joint_logits_shape(resolved.model, resolved.objective, size) == (
+      2 * 4, n * 4)
+  assert "python -m sla_jax" in _load(path).__doc__  # its command
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
+def test_grid_runs_are_valid_trainer_configs(path):
+  from sla_jax import experiments  # pylint: disable=g-import-not-at-top
+  grid = _load(path).get_config(None)
+  config_file, _, arg = grid.config.partition(":")
+  base = _load(REPO / config_file).get_config(arg or None)
+  for run in experiments.expand(grid):
+    overrides = {k: str(v) for k, v in experiments._overrides(grid, run).items()}  # pylint: disable=protected-access
+    config = config_lib.apply_overrides(base, {
+        **overrides, "objective": run.objective, "transform": run.transform})
+    spec.resolve(config, 10)
+
+
+@pytest.mark.parametrize("name", [n for n in models.names()
+                                  if not n.startswith("cifar_resnet")]
+                         + ["cifar_resnet32"])
+@pytest.mark.parametrize("size", [32, 224])
+def test_every_model_gives_joint_logits(name, size):
+  if name.startswith("cifar_resnet") and size == 224:
+    size = 64  # global pooling: any size works; keep the CPU test small
+  objective = objectives.make("sla", 10, "rotation")
+  model = models.get(name, heads=objective.heads)
+  assert _joint_logits_shape(model, objective, size) == (8, 40)
