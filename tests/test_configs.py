@@ -69,3 +69,24 @@ def test_every_model_gives_joint_logits(name, size):
   objective = objectives.make("sla", 10, "rotation")
   model = models.get(name, heads=objective.heads)
   assert _joint_logits_shape(model, objective, size) == (8, 40)
+
+
+def _wrn_params(depth, k, classes):
+  """WRN-d-k parameter count by formula (conv weights, BN scale+bias, head)."""
+  total, cin = 3 * 3 * 3 * 16, 16
+  for channels in (16 * k, 32 * k, 64 * k):
+    for _ in range((depth - 4) // 6):
+      total += 2 * cin + 9 * cin * channels + 2 * channels + 9 * channels ** 2
+      total += cin * channels if cin != channels else 0
+      cin = channels
+  return total + 2 * cin + cin * classes + classes
+
+
+def test_wide_resnet28_10_has_the_paper_parameter_count():
+  model = models.get("wide_resnet28_10", heads={"class": 10})
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jax.numpy.zeros((1, 32, 32, 3)), train=False))
+  count = sum(x.size for x in jax.tree.leaves(variables["params"]))
+  assert count == _wrn_params(28, 10, 10) == 36_479_194  # "36.5M" in the paper
+  with pytest.raises(ValueError, match="6n \\+ 4"):
+    models.get("wide_resnet", depth=27)
