@@ -2,10 +2,16 @@
 # Cloud TPU VM or pod slice: copy the repo to every worker, install once, train on all
 # workers (one process per worker; jax.distributed.initialize() needs no arguments there).
 #
+#   # ImageNet, ResNet-50, SLA (configs/imagenet.py reads on the host already):
+#   TPU=my-v4-32 ZONE=us-central2-b bash launch/tpu_pod.sh \
+#     --config configs/imagenet.py:objective=sla --workdir gs://BUCKET/sla/imagenet_sla \
+#     --config.data_dir=gs://BUCKET/tensorflow_datasets
+#   # CIFAR on a pod slice:
 #   TPU=my-v4-32 ZONE=us-central2-b bash launch/tpu_pod.sh \
 #     --config configs/cifar.py:objective=sla_sd --workdir gs://BUCKET/sla/c10_sla_sd \
 #     --config.data_dir=gs://BUCKET/tensorflow_datasets --config.data_on_device=False
 #
+# GCLOUD=echo (or any command) replaces gcloud for a dry run.
 # The workdir must be shared by all workers (gs://): every worker saves and restores its
 # part of each checkpoint. Several workers need --config.data_on_device=False (each reads
 # only its rows of every batch). Prepare TFDS data beforehand (`tfds build cifar10
@@ -15,12 +21,13 @@ set -euo pipefail
 : "${TPU:?set TPU to the TPU VM name}" "${ZONE:?set ZONE to its zone}"
 DEST=${DEST:-sla_jax}        # directory on each worker
 JAX_VERSION=${JAX_VERSION:-0.10.2}
+GCLOUD=${GCLOUD:-gcloud}
 cd "$(dirname "$0")/.."
-gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "mkdir -p ~/$DEST"
-gcloud compute tpus tpu-vm scp --recurse --zone "$ZONE" --worker=all \
+$GCLOUD compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "mkdir -p ~/$DEST"
+$GCLOUD compute tpus tpu-vm scp --recurse --zone "$ZONE" --worker=all \
   setup.py README.md sla_jax configs launch "$TPU:~/$DEST/"
 args=$(printf '%q ' "$@")
-gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "
+$GCLOUD compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "
   set -e; cd ~/$DEST
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip
