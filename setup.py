@@ -50,12 +50,14 @@ setup(
     entry_points={"console_scripts": ["sla-train = sla_jax.main:run",
                                       "sla-bench = sla_jax.bench:run",
                                       "sla-eval = sla_jax.eval_cli:run",
-                                      "sla-experiments = sla_jax.experiments:run"]},
+                                      "sla-experiments = sla_jax.experiments:run",
+                                      "sla-fewshot = sla_jax.fewshot_main:run"]},
     extras_require={
         "train": _TRAIN,
         "experiments": _TRAIN + _EXPERIMENTS,
         # The PyTorch re-implementation of the original step (benchmarks/).
-        "bench": _TRAIN + ["torch==2.13.0"],
+        # torchvision: the ResNet parity test (tests/test_torchvision_parity.py).
+        "bench": _TRAIN + ["torch==2.13.0", "torchvision==0.28.0"],
         "fewshot": _FEWSHOT,
         "test": _TRAIN + _EXPERIMENTS + _FEWSHOT + ["pytest>=8",
                                                    "pytest-xdist>=3"],

@@ -12,8 +12,9 @@ from sla_jax.models.cifar_resnet import (BasicBlock, CifarResNet, DEPTHS,
 from sla_jax.models.resnet import ResNet
 from sla_jax.models.fewshot_nets import Conv4, ResNet12
 from sla_jax.models.wide_resnet import WideResNet
-from sla_jax.models.torch_import import from_torch_state_dict
+from sla_jax.models.torch_import import (from_torch_state_dict,
+                                         from_torchvision_resnet)
 
 __all__ = ["get", "names", "register", "BasicBlock", "CifarResNet", "Conv4",
            "DEPTHS", "STAGE_CHANNELS", "ResNet", "ResNet12",
-           "WideResNet", "from_torch_state_dict"]
+           "WideResNet", "from_torch_state_dict", "from_torchvision_resnet"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["from_torch_state_dict"]
+__all__ = ["from_torch_state_dict", "from_torchvision_resnet"]
 
 # Positions of the original's nn.Sequential backbone (models/__init__.py).
 _SEQUENTIAL_NAMES = {"0": "conv_1_3x3", "1": "bn_1", "3": "stage_1",
@@ -111,3 +111,53 @@ def from_torch_state_dict(state_dict: Mapping[str, Any],
                        f"CifarResNet; expected conv_*, bn_*, stage_*, *_head "
                        f"or the original's base_model/classifiers names.")
   return {"params": params, "batch_stats": stats}
+
+
+def from_torchvision_resnet(state_dict: Mapping[str, Any],
+                            head_name: str = "class"
+                            ) -> dict[str, dict[str, Any]]:
+  """Converts a torchvision ``resnet18/34/50`` ``state_dict`` to Flax variables for :class:`ResNet`.
+
+  torchvision's names map one to one: ``conv1`` / ``bn1`` (stem),
+  ``layer{l}.{b}.conv{k}`` / ``bn{k}``, ``layer{l}.{b}.downsample.0`` / ``.1``
+  (shortcut conv / BN), and ``fc`` -> the ``<head_name>_head`` Dense (e.g. the
+  ImageNet classifier as ``class``). ``num_batches_tracked`` is dropped.
+  Returns ``{"params", "batch_stats"}`` for ``models.get("resnet50",
+  heads={head_name: 1000})``.
+  """
+  params: dict[str, Any] = {}
+  stats: dict[str, Any] = {}
+  pattern = re.compile(r"^(?:(layer\d+)\.(\d+)\.)?(conv\d|bn\d|downsample\.[01]|fc)\."
+                       r"(weight|bias|running_mean|running_var|"
+                       r"num_batches_tracked)$")
+  shortcut = {"downsample.0": "downsample_conv", "downsample.1": "downsample_bn"}
+
+  def put(tree: dict, path: Sequence[str], value: np.ndarray) -> None:
+    for key in path[:-1]:
+      tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+  for raw_name, raw_value in state_dict.items():
+    match = pattern.match(raw_name)
+    if match is None:
+      raise ValueError(f"Cannot map torchvision entry {raw_name!r} onto "
+                       f"ResNet; expected conv1, bn1, layer*.*, fc.")
+    layer, block, module, leaf = match.groups()
+    if leaf == "num_batches_tracked":
+      continue
+    module = shortcut.get(module, module)
+    if module == "fc":
+      module = f"{head_name}_head"
+    path = ([f"{layer}_{block}"] if layer else []) + [module]
+    value = _to_numpy(raw_value)
+    if module.endswith("_head"):
+      put(params, path + ["kernel" if leaf == "weight" else "bias"],
+          value.T if leaf == "weight" else value)
+    elif "conv" in module:
+      put(params, path + ["kernel"], value.transpose(2, 3, 1, 0))
+    elif leaf in ("weight", "bias"):
+      put(params, path + ["scale" if leaf == "weight" else "bias"], value)
+    else:
+      put(stats, path + ["mean" if leaf == "running_mean" else "var"], value)
+  return {"params": params, "batch_stats": stats}
+
