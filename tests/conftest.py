@@ -29,3 +29,32 @@ def reference():
 
 def nchw_to_nhwc(x):
   return np.asarray(x).transpose(0, 2, 3, 1)
+
+
+def extract_shared(tarball, tmp_path_factory, folder: str):
+  """``tarball`` (under ../shared) unpacked into a fresh temp dir -> its ``folder``; skips if absent."""
+  import tarfile  # pylint: disable=g-import-not-at-top
+  if not tarball.exists():
+    pytest.skip(f"shared data not found at {tarball}")
+  root = tmp_path_factory.mktemp(folder)
+  with tarfile.open(tarball) as tar:
+    tar.extractall(root, filter="data")
+  return root / folder
+
+
+def interrupt_after(monkeypatch, step: int):
+  """Makes the trainer's metric writer raise KeyboardInterrupt right after writing ``step``.
+
+  Returns a function that undoes it (call it before resuming).
+  """
+  from sla_jax import metric_writers  # pylint: disable=g-import-not-at-top
+  original = metric_writers.MetricWriter.write
+
+  def write_then_die(self, at, metrics):
+    original(self, at, metrics)
+    if at == step:
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(metric_writers.MetricWriter, "write", write_then_die)
+  return lambda: monkeypatch.setattr(metric_writers.MetricWriter, "write",
+                                     original)

@@ -3,11 +3,9 @@
 Skipped when ../shared/data/cifar10-jpeg.tar.gz is absent.
 """
 
-import tarfile
-
 import pytest
 
-from conftest import CIFAR10_JPEG
+from conftest import CIFAR10_JPEG, extract_shared
 from sla_jax import config_lib, train
 
 pytestmark = pytest.mark.slow
@@ -15,12 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cifar10_folder(tmp_path_factory):
-  if not CIFAR10_JPEG.exists():
-    pytest.skip(f"shared CIFAR-10 not found at {CIFAR10_JPEG}")
-  root = tmp_path_factory.mktemp("cifar10_jpeg")
-  with tarfile.open(CIFAR10_JPEG) as tar:
-    tar.extractall(root, filter="data")
-  return root / "cifar10"
+  return extract_shared(CIFAR10_JPEG, tmp_path_factory, "cifar10")
 
 
 def test_sla_on_real_cifar10_beats_chance(cifar10_folder, tmp_path):

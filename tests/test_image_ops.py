@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CIFAR10_JPEG
-from sla_jax import data, image_ops, metric_writers, train
+from conftest import CIFAR10_JPEG, interrupt_after
+from sla_jax import data, image_ops, train
 from tests import subprocess_util as sp
 
 
@@ -146,17 +146,11 @@ def test_mixed_size_folder_trains_and_resumes_exactly(tmp_path, monkeypatch):
   straight = train.train_and_evaluate(config, tmp_path / "straight")
   assert straight["final_step"] == 8 and 0 <= straight["test"]["acc_si"] <= 1
 
-  original_write = metric_writers.MetricWriter.write
-
-  def write_then_die(self, step, metrics):
-    original_write(self, step, metrics)
-    if step == 6:  # after the step-4 checkpoint, mid-way to the next one
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(metric_writers.MetricWriter, "write", write_then_die)
+  # Killed after the step-4 checkpoint, mid-way to the next one.
+  undo = interrupt_after(monkeypatch, 6)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, tmp_path / "resumed")
-  monkeypatch.setattr(metric_writers.MetricWriter, "write", original_write)
+  undo()
   resumed = train.train_and_evaluate(config, tmp_path / "resumed")
   assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
   a = sp.restore_params(tmp_path / "straight", 8)

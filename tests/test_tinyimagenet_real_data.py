@@ -3,11 +3,9 @@
 Skipped when ../shared/data/tinyimagenet100-32.tar.gz is absent.
 """
 
-import tarfile
-
 import pytest
 
-from conftest import SHARED, REPO
+from conftest import REPO, SHARED, extract_shared
 from sla_jax import train
 from tests.test_configs import _load
 
@@ -17,12 +15,7 @@ TINYIMAGENET = SHARED / "data" / "tinyimagenet100-32.tar.gz"
 
 @pytest.fixture(scope="module")
 def tinyimagenet_folder(tmp_path_factory):
-  if not TINYIMAGENET.exists():
-    pytest.skip(f"shared tinyimagenet100-32 not found at {TINYIMAGENET}")
-  root = tmp_path_factory.mktemp("tinyimagenet100")
-  with tarfile.open(TINYIMAGENET) as tar:
-    tar.extractall(root, filter="data")
-  return root / "tinyimagenet100-32"
+  return extract_shared(TINYIMAGENET, tmp_path_factory, "tinyimagenet100-32")
 
 
 @pytest.mark.parametrize("model,arg", [("resnet18", "model=resnet18"),

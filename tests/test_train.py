@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import subprocess_util as sp
-from sla_jax import evaluation, input_pipeline, metric_writers, train
+from conftest import interrupt_after
+from sla_jax import evaluation, input_pipeline, train
 
 REPO = sp.REPO
 
@@ -68,17 +69,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch,
   config = tiny_config("sla_sd", total_steps=30, data_on_device=data_on_device)
   train.train_and_evaluate(config, tmp_path / "straight")
 
-  original_write = metric_writers.MetricWriter.write
-
-  def write_then_die(self, step, metrics):
-    original_write(self, step, metrics)
-    if step == 25:  # after the step-20 checkpoint, mid-way to the next one
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(metric_writers.MetricWriter, "write", write_then_die)
+  undo = interrupt_after(monkeypatch, 25)  # after the step-20 checkpoint
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, tmp_path / "resumed")
-  monkeypatch.setattr(metric_writers.MetricWriter, "write", original_write)
+  undo()
   assert not (tmp_path / "resumed" / "results.json").exists()
   resumed = train.train_and_evaluate(config, tmp_path / "resumed")
 
