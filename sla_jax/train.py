@@ -150,15 +150,16 @@ def workdir_path(workdir) -> epath.Path:
   return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
 
 
-def _check_workdir(config, workdir: epath.Path) -> None:
-  """Refuses to resume a run of another config; writes config.json otherwise."""
+def check_workdir(config, workdir: epath.Path,
+                  resumable: tuple[str, ...] = _RESUMABLE_CHANGES) -> None:
+  """Refuses to resume a run of another config (fields outside ``resumable``); writes config.json otherwise."""
   path = workdir / "config.json"
   if path.exists() and (workdir / "checkpoints").exists():
     saved = json.loads(path.read_text())
     current = json.loads(config.to_json())
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k)
-                     and k not in _RESUMABLE_CHANGES)
+                     and k not in resumable)
     if changed:
       raise ConfigError(
           f"{workdir} holds a run with a different config (fields: "
@@ -435,7 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   spec_lib.resolve(config, num_classes=2)  # config errors before any I/O
   workdir = workdir_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  _check_workdir(config, workdir)
+  check_workdir(config, workdir)
   try:
     mesh = distributed.make_mesh(config.num_devices)
     dataset = data_lib.load(config)
@@ -457,18 +458,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   abstract_state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
       jax.eval_shape(init, init_key))
-  latest = ocp.CheckpointManager(
-      workdir / "checkpoints",
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
-                                           create=True))
-  best_manager = ocp.CheckpointManager(
-      workdir / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1,
-                                                             create=True))
-  step, restored = checkpointing.restore_newest_readable(
-      latest, ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                 progress=ocp.args.JsonRestore()),
-      quarantine=workdir / "checkpoints_unusable",
-      is_valid=lambda r: bool(checkpointing.all_finite(r["state"])))
+  latest, best_manager, step, restored = open_checkpoints(
+      workdir, config.keep_checkpoints, abstract_state)
   if step is not None:
     state, progress = restored["state"], LoopState(**restored["progress"])
     logging.info("Resumed from %s at step %d.", workdir / "checkpoints", step)
@@ -532,6 +523,28 @@ def class_groups(config, dataset: data_lib.Dataset
   if config.get("imbalance_ratio", 1.0) == 1.0 or dataset.class_counts is None:
     return None
   return long_tail.class_groups(dataset.class_counts)
+
+
+def open_checkpoints(workdir: epath.Path, keep: int, abstract_state):
+  """``(latest, best, step, restored)``: the workdir's checkpoint managers and its newest readable checkpoint.
+
+  ``latest`` keeps ``keep`` checkpoints, ``best`` one; ``restored`` holds
+  ``state`` (shaped like ``abstract_state``) and ``progress`` (JSON), or
+  ``step`` is None. Unreadable or non-finite checkpoints are moved to
+  ``checkpoints_unusable/`` (:func:`sla_jax.checkpointing.restore_newest_readable`).
+  """
+  latest = ocp.CheckpointManager(
+      workdir / "checkpoints",
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+  best = ocp.CheckpointManager(
+      workdir / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1,
+                                                             create=True))
+  step, restored = checkpointing.restore_newest_readable(
+      latest, ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                 progress=ocp.args.JsonRestore()),
+      quarantine=workdir / "checkpoints_unusable",
+      is_valid=lambda r: bool(checkpointing.all_finite(r["state"])))
+  return latest, best, step, restored
 
 
 def make_results(config, objective, best: dict[str, Any], final_step: int,

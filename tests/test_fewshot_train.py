@@ -5,17 +5,16 @@ import json
 import pathlib
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import subprocess_util as sp
-from sla_jax import fewshot_train, metric_writers
+from conftest import REPO, SHARED, extract_shared, interrupt_after
+from sla_jax import fewshot_train
 
-REPO = sp.REPO
-TINYIMAGENET = (REPO.parent / "shared" / "data" / "tinyimagenet100-32.tar.gz")
+TINYIMAGENET = SHARED / "data" / "tinyimagenet100-32.tar.gz"
 SPLIT = {"train": 6, "val": 3, "test": 3}  # classes per meta-split
 
 
@@ -150,17 +149,10 @@ def test_interrupted_run_resumes_to_the_same_result(folder, tmp_path,
   config = tiny_config(folder)
   straight = fewshot_train.meta_train_and_evaluate(config, tmp_path / "straight")
 
-  original_write = metric_writers.MetricWriter.write
-
-  def write_then_die(self, step, metrics):
-    original_write(self, step, metrics)
-    if step == 5:  # after the step-4 checkpoint, mid-way to the next one
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(metric_writers.MetricWriter, "write", write_then_die)
+  undo = interrupt_after(monkeypatch, 5)  # after the step-4 checkpoint
   with pytest.raises(KeyboardInterrupt):
     fewshot_train.meta_train_and_evaluate(config, tmp_path / "resumed")
-  monkeypatch.setattr(metric_writers.MetricWriter, "write", original_write)
+  undo()
   assert not (tmp_path / "resumed" / "results.json").exists()
   resumed = fewshot_train.meta_train_and_evaluate(config, tmp_path / "resumed")
 
@@ -249,12 +241,7 @@ def test_experiments_harness_runs_a_fewshot_grid(folder, tmp_path):
 
 @pytest.fixture(scope="module")
 def tinyimagenet(tmp_path_factory) -> pathlib.Path:
-  if not TINYIMAGENET.exists():
-    pytest.skip(f"{TINYIMAGENET} not found")
-  root = tmp_path_factory.mktemp("tinyimagenet")
-  with tarfile.open(TINYIMAGENET, "r:gz") as tar:
-    tar.extractall(root, filter="data")
-  return root / "tinyimagenet100-32"
+  return extract_shared(TINYIMAGENET, tmp_path_factory, "tinyimagenet100-32")
 
 
 @pytest.mark.slow

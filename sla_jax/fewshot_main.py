@@ -1,0 +1,59 @@
+"""Command line: ``python -m sla_jax.fewshot_main --config configs/fewshot.py --workdir DIR``.
+
+Few-shot meta-training and meta-test (:mod:`sla_jax.fewshot_train`); also
+installed as ``sla-fewshot``. ``--config file.py[:args]`` loads
+``get_config(args)``; override any field with ``--config.field=value``.
+Rerunning the same command resumes from the last checkpoint in ``--workdir``.
+
+Exit status: 0 done; 2 bad config or input; 3 non-finite loss (the last good
+checkpoint is kept); 75 preempted by SIGTERM after saving a checkpoint (rerun
+the same command to resume).
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from sla_jax import fewshot_train, preemption
+
+_PROG = "sla-fewshot"
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (e.g. configs/fewshot.py:objective=sla).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Output directory (local or gs://); rerun to resume.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # before JAX logs its backend search
+  try:
+    fewshot_train.meta_train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (fewshot_train.ConfigError, FileNotFoundError) as e:
+    _exit(2, f"{_PROG}: error: {_one_line(e)}")
+  except FloatingPointError as e:
+    _exit(3, f"{_PROG}: error: {e}")
+  except preemption.Preempted as e:
+    _exit(preemption.EXIT_CODE, f"{_PROG}: {e}")
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).split()) or type(e).__name__
+
+
+def _exit(code: int, message: str) -> None:
+  print(message, file=sys.stderr)
+  sys.exit(code)
+
+
+def run():
+  """Console-script entry point."""
+  from sla_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main, _PROG, ("config", "workdir"), __doc__)
+
+
+if __name__ == "__main__":
+  run()
