@@ -17,7 +17,10 @@ devices JAX sees, over random uint8 images of the dataset's shape
 * eval step: one forward of ``eval_batch_size`` images, identity view only (what
   SI and the SD head need) and all M views (what AG needs), and their ratio;
 * input: host -> device transfer rate of uint8 batches, and the rate of the
-  grain host pipeline (the ``data_on_device=False`` path).
+  grain host pipeline (the ``data_on_device=False`` path); for configs with
+  ``image_size`` (photos of any size) also JPEG decode + random resized crop
+  per CPU core on 500 x 375 photos, and the cores the train step's image rate
+  needs.
 
 Prints a table; ``--json`` prints one JSON object per measurement instead.
 Every row records the machine's load averages before the run and marks a busy
@@ -165,6 +168,34 @@ def machine_load() -> dict[str, Any]:
           "cpu_count": cpus, "busy": load_1m > max(0.5, cpus / 4)}
 
 
+HOST_CROP_SOURCE = (375, 500)  # a typical ImageNet photo (height, width)
+HOST_CROP_BATCH = 16
+
+
+def host_crop_call(config):
+  """``call()``: decode + random-resized-crop ``HOST_CROP_BATCH`` JPEG photos on this thread.
+
+  The host work of one training image of ``config.image_size`` (the trainer
+  does it in grain threads): synthetic smooth photos of ``HOST_CROP_SOURCE``
+  encoded as JPEG (quality 90), as a folder or TFDS source holds them.
+  """
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from sla_jax import image_ops  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  h, w = HOST_CROP_SOURCE
+  photos = []
+  for _ in range(HOST_CROP_BATCH):
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(small).resize((w, h), Image.BICUBIC).save(
+        buffer, "JPEG", quality=90)
+    photos.append(buffer.getvalue())
+  scale, ratio = tuple(config.crop_scale), tuple(config.crop_ratio)
+  return lambda: [image_ops.train_crop(p, rng, config.image_size, scale, ratio)
+                  for p in photos]
+
+
 def run_benchmark(config, steps: int = 20, warmup: int = 2,
                   real_data: bool = False, image_shape=None,
                   num_classes=None) -> list[dict]:
@@ -180,8 +211,10 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   else:
     known_shape, known_classes = data_lib.describe(config.dataset,
                                                    config.get("data_dir"))
-    image_shape = tuple(int(x) for x in (image_shape or known_shape
-                                         or (32, 32, 3)))
+    crop = config.get("image_size", 0)
+    image_shape = tuple(int(x) for x in (
+        image_shape or ((crop, crop, 3) if crop else None) or known_shape
+        or (32, 32, 3)))
     num_classes = num_classes or known_classes or 10
     images, labels = synthetic_data(config.batch_size, image_shape, num_classes)
   setup = build_train_step(config, images, labels, num_classes, image_shape)
@@ -270,6 +303,14 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   rows.append({"what": "input_host_pipeline", **common, **timing,
                "images_per_s": config.batch_size / timing["median_s"]})
 
+  if config.get("image_size", 0):  # photos of any size: decode + crop per core
+    timing = _time_calls(host_crop_call(config), steps, warmup)
+    per_core = HOST_CROP_BATCH / timing["median_s"]
+    rows.append({"what": "host_decode_crop", **common, **timing,
+                 "images_per_s": per_core,
+                 "source_size": list(HOST_CROP_SOURCE),
+                 "cores_for_train_step": rows[0]["images_per_s"] / per_core})
+
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   for r in rows:
     r["machine_load_before"] = load
@@ -302,6 +343,13 @@ def format_table(rows: list[dict]) -> str:
   lines.append(f"AG (all {head['num_views']} views) costs "
                f"{rows[2]['cost_vs_identity_view']:.2f}x the identity-view "
                f"pass (SI and the SD head need only that pass)")
+  host = [r for r in rows if r["what"] == "host_decode_crop"]
+  if host:
+    lines.append(f"host: JPEG decode + random resized crop of "
+                 f"{host[0]['source_size'][1]}x{host[0]['source_size'][0]} "
+                 f"photos, {host[0]['images_per_s']:.0f} images/s per core; the "
+                 f"train step's rate needs {host[0]['cores_for_train_step']:.1f} "
+                 f"cores")
   load = rows[0]["machine_load_before"]
   lines.append(f"load before the run {load['load_1m']:.2f} / {load['load_5m']:.2f}"
                f" / {load['load_15m']:.2f} (1 / 5 / 15 min, {load['cpu_count']} "

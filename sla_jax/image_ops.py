@@ -89,13 +89,23 @@ def _resize_box(image, box: tuple[int, int, int, int], size: tuple[int, int]):
                                  reducing_gap=None))
 
 
-def _draft(image, scale_down: float) -> float:
-  """JPEG only: decode at 1/2, 1/4 or 1/8 size if the output allows; returns the factor used."""
+def _draft_box(image, box: tuple[float, float, float, float],
+               scale_down: float) -> tuple[float, float, float, float]:
+  """JPEG only: decode at 1/2, 1/4 or 1/8 size if the output allows.
+
+  Returns ``box`` (left, top, right, bottom in original pixels) in the
+  coordinates of the image as it will be decoded, clamped to its size (the
+  reduced size is rounded up, per axis).
+  """
   if image.format != "JPEG" or scale_down < 2:
-    return 1.0
+    return box
   width, height = image.size
   image.draft("RGB", (int(width / scale_down), int(height / scale_down)))
-  return width / image.size[0]
+  new_width, new_height = image.size
+  fx, fy = new_width / width, new_height / height
+  left, top, right, bottom = box
+  return (left * fx, top * fy, min(right * fx, new_width),
+          min(bottom * fy, new_height))
 
 
 def train_crop(source, rng: np.random.Generator, size: int,
@@ -105,8 +115,7 @@ def train_crop(source, rng: np.random.Generator, size: int,
   with _open(source) as image:
     width, height = image.size
     top, left, h, w = random_resized_crop_box(rng, height, width, scale, ratio)
-    factor = _draft(image, min(h, w) / size)
-    box = tuple(v / factor for v in (left, top, left + w, top + h))
+    box = _draft_box(image, (left, top, left + w, top + h), min(h, w) / size)
     out = _resize_box(image, box, (size, size))
   if flip and rng.random() < 0.5:
     out = out[:, ::-1]
@@ -122,6 +131,5 @@ def eval_crop(source, size: int, resize_size: int | None = None) -> np.ndarray:
     # The central crop in original pixels, then one resize to size x size.
     crop = shorter * size / resize_size
     left, top = (width - crop) / 2, (height - crop) / 2
-    factor = _draft(image, crop / size)
-    box = tuple(v / factor for v in (left, top, left + crop, top + crop))
+    box = _draft_box(image, (left, top, left + crop, top + crop), crop / size)
     return _resize_box(image, box, (size, size))

@@ -37,6 +37,17 @@ def test_run_benchmark_fields():
   assert "load before the run" in bench.format_table(rows)
 
 
+def test_any_size_config_adds_the_host_decode_crop_row():
+  config = tiny_config("baseline", image_size=12, data_on_device=False)
+  rows = bench.run_benchmark(config, steps=2, warmup=1)
+  host = rows[-1]
+  assert host["what"] == "host_decode_crop" and host["images_per_s"] > 0
+  assert host["cores_for_train_step"] == pytest.approx(
+      rows[0]["images_per_s"] / host["images_per_s"])
+  assert rows[0]["what"] == "train_step"  # on 12 x 12 synthetic crops
+  assert "random resized crop" in bench.format_table(rows)
+
+
 def test_machine_load_marks_a_busy_machine(monkeypatch):
   monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.1, 0.2, 0.3))
   monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)

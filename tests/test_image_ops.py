@@ -157,3 +157,14 @@ def test_mixed_size_folder_trains_and_resumes_exactly(tmp_path, monkeypatch):
   b = sp.restore_params(tmp_path / "resumed", 8)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("height,width", [(375, 500), (500, 375), (333, 501)])
+def test_draft_decoding_of_odd_sizes_stays_inside_the_image(height, width):
+  buffer = io.BytesIO()
+  Image.fromarray(_photo(height, width)).save(buffer, "JPEG", quality=90)
+  for seed in range(30):  # small crops of the whole image: 1/8-scale drafts
+    out = image_ops.train_crop(buffer.getvalue(), np.random.default_rng(seed),
+                               8, scale=(0.9, 1.0))
+    assert out.shape == (8, 8, 3)
+  assert image_ops.eval_crop(buffer.getvalue(), 8).shape == (8, 8, 3)
