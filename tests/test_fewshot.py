@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import pathlib
 import tarfile
 
 import jax
@@ -13,11 +12,11 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import SHARED
 from sla_jax import fewshot, models, transforms
 from sla_jax.models import fewshot_nets
 
-TINYIMAGENET = (pathlib.Path(__file__).resolve().parents[1].parent / "shared" /
-                "data" / "tinyimagenet100-32.tar.gz")
+TINYIMAGENET = SHARED / "data" / "tinyimagenet100-32.tar.gz"
 
 
 def _episode_features(seed, ways=5, shots=3, queries=4, dim=8):
