@@ -16,7 +16,6 @@ machine with ``--require_quiet``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 
@@ -24,18 +23,6 @@ import numpy as np
 from PIL import Image
 
 from sla_jax import bench, image_ops
-
-
-def photos(n: int, height: int, width: int) -> list[bytes]:
-  rng = np.random.default_rng(0)
-  out = []
-  for _ in range(n):
-    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(small).resize((width, height), Image.BICUBIC).save(
-        buffer, "JPEG", quality=90)
-    out.append(buffer.getvalue())
-  return out
 
 
 def _crop_then_resize(image: np.ndarray, rng, size: int, resize) -> np.ndarray:
@@ -87,7 +74,7 @@ def main():
   if args.require_quiet and load["busy"]:
     parser.exit(2, f"decoders: error: the machine is busy ({load}).\n")
   height, width = (int(v) for v in args.size.split(","))
-  data = photos(args.images, height, width)
+  data = bench.synthetic_photos(args.images, height, width)
   calls = contenders()
   times = {(name, what): [] for name in calls for what in ("decode", "crop")}
   for _ in range(args.rounds):

@@ -172,6 +172,21 @@ HOST_CROP_SOURCE = (375, 500)  # a typical ImageNet photo (height, width)
 HOST_CROP_BATCH = 16
 
 
+def synthetic_photos(n: int, height: int, width: int) -> list[bytes]:
+  """``n`` seeded smooth random photos of ``height x width``, JPEG quality 90 (4:2:0)."""
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  photos = []
+  for _ in range(n):
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(small).resize((width, height), Image.BICUBIC).save(
+        buffer, "JPEG", quality=90)
+    photos.append(buffer.getvalue())
+  return photos
+
+
 def host_crop_call(config):
   """``call()``: decode + random-resized-crop ``HOST_CROP_BATCH`` JPEG photos on this thread.
 
@@ -179,18 +194,9 @@ def host_crop_call(config):
   does it in grain threads): synthetic smooth photos of ``HOST_CROP_SOURCE``
   encoded as JPEG (quality 90), as a folder or TFDS source holds them.
   """
-  import io  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   from sla_jax import image_ops  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
-  h, w = HOST_CROP_SOURCE
-  photos = []
-  for _ in range(HOST_CROP_BATCH):
-    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(small).resize((w, h), Image.BICUBIC).save(
-        buffer, "JPEG", quality=90)
-    photos.append(buffer.getvalue())
+  photos = synthetic_photos(HOST_CROP_BATCH, *HOST_CROP_SOURCE)
   scale, ratio = tuple(config.crop_scale), tuple(config.crop_ratio)
   return lambda: [image_ops.train_crop(p, rng, config.image_size, scale, ratio)
                   for p in photos]
