@@ -65,3 +65,28 @@ def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
     print(usage(doc, flag_names))
     sys.exit(0)
   app.run(main, argv=list(argv), flags_parser=lambda a: _parse(a, prog))
+
+
+def exit_on_run_errors(prog: str, run_fn: Callable[[], object]) -> None:
+  """Runs ``run_fn`` (a trainer); its expected failures end the process with one stderr line.
+
+  Exit status 2: a bad config or input (``ConfigError``, ``FileNotFoundError``);
+  3: a non-finite loss (``FloatingPointError``); 75: preempted after saving
+  (:class:`sla_jax.preemption.Preempted`). Only process 0 prints.
+  """
+  from sla_jax import distributed, preemption, spec  # pylint: disable=g-import-not-at-top
+
+  def exit_with(code: int, message: str) -> None:
+    if distributed.is_main():
+      print(message, file=sys.stderr)
+    sys.exit(code)
+
+  try:
+    run_fn()
+  except (spec.ConfigError, FileNotFoundError) as e:
+    exit_with(2, f"{prog}: error: {' '.join(str(e).split())}")
+  except FloatingPointError as e:
+    exit_with(3, f"{prog}: error: {e}")
+  except preemption.Preempted as e:
+    exit_with(preemption.EXIT_CODE, f"{prog}: {e}")
+

@@ -10,12 +10,11 @@ checkpoint is kept); 75 preempted by SIGTERM after saving a checkpoint (rerun
 the same command to resume).
 """
 
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sla_jax import fewshot_train, preemption
+from sla_jax import cli, fewshot_train
 
 _PROG = "sla-fewshot"
 _CONFIG = config_flags.DEFINE_config_file(
@@ -30,28 +29,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # before JAX logs its backend search
-  try:
-    fewshot_train.meta_train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (fewshot_train.ConfigError, FileNotFoundError) as e:
-    _exit(2, f"{_PROG}: error: {_one_line(e)}")
-  except FloatingPointError as e:
-    _exit(3, f"{_PROG}: error: {e}")
-  except preemption.Preempted as e:
-    _exit(preemption.EXIT_CODE, f"{_PROG}: {e}")
-
-
-def _one_line(e: BaseException) -> str:
-  return " ".join(str(e).split()) or type(e).__name__
-
-
-def _exit(code: int, message: str) -> None:
-  print(message, file=sys.stderr)
-  sys.exit(code)
+  cli.exit_on_run_errors(_PROG, lambda: fewshot_train.meta_train_and_evaluate(
+      _CONFIG.value, _WORKDIR.value))
 
 
 def run():
   """Console-script entry point."""
-  from sla_jax import cli  # pylint: disable=g-import-not-at-top
   cli.run(main, _PROG, ("config", "workdir"), __doc__)
 
 

@@ -14,12 +14,10 @@ checkpoint is kept); 75 preempted by SIGTERM after saving a checkpoint (rerun
 the same command to resume).
 """
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sla_jax import distributed, preemption, train
+from sla_jax import cli, distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (e.g. configs/cifar.py:objective=sla).",
@@ -54,25 +52,12 @@ def main(argv):
                          "need --distributed.")
   if not distributed.is_main():
     logging.set_verbosity(logging.ERROR)
-  try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (train.ConfigError, FileNotFoundError) as e:
-    _exit(2, f"sla-train: error: {e}")
-  except FloatingPointError as e:
-    _exit(3, f"sla-train: error: {e}")
-  except preemption.Preempted as e:
-    _exit(preemption.EXIT_CODE, f"sla-train: {e}")
-
-
-def _exit(code: int, message: str) -> None:
-  if distributed.is_main():
-    print(message, file=sys.stderr)
-  sys.exit(code)
+  cli.exit_on_run_errors("sla-train", lambda: train.train_and_evaluate(
+      _CONFIG.value, _WORKDIR.value))
 
 
 def run():
   """Console-script entry point."""
-  from sla_jax import cli  # pylint: disable=g-import-not-at-top
   cli.run(main, "sla-train", ("config", "workdir", "distributed",
                               "coordinator_address", "num_processes",
                               "process_id"), __doc__)
