@@ -82,6 +82,21 @@ def _shortcut_option_a(x: jax.Array, out_channels: int, stride: int) -> jax.Arra
   return x
 
 
+def conv_layer(dtype: Any, conv_weight_grad: str, *args, **kwargs):
+  """``nn.Conv`` as every model here builds it: no bias, ``conv_init``, the chosen weight gradient."""
+  return functools.partial(nn.Conv, *args, use_bias=False,
+                           kernel_init=conv_init, dtype=dtype,
+                           conv_general_dilated=_conv_fn(conv_weight_grad),
+                           **kwargs)
+
+
+def batch_norm(train: bool, dtype: Any, use_fast_variance: bool):
+  """``nn.BatchNorm`` with PyTorch's defaults (momentum 0.1, eps 1e-5), batch statistics in training."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train,
+                           momentum=0.9, epsilon=1e-5, dtype=dtype,
+                           use_fast_variance=use_fast_variance)
+
+
 class BasicBlock(nn.Module):
   """conv3x3 -> BN -> ReLU -> conv3x3 -> BN, + option-A shortcut, ReLU."""
   features: int
@@ -93,13 +108,9 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = functools.partial(nn.Conv, self.features, (3, 3), use_bias=False,
-                             padding=((1, 1), (1, 1)), kernel_init=conv_init,
-                             dtype=self.dtype,
-                             conv_general_dilated=_conv_fn(self.conv_weight_grad))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             use_fast_variance=self.use_fast_variance)
+    conv = conv_layer(self.dtype, self.conv_weight_grad, self.features, (3, 3),
+                      padding=((1, 1), (1, 1)))
+    norm = batch_norm(train, self.dtype, self.use_fast_variance)
     y = conv(strides=(self.strides, self.strides), name="conv_a")(x)
     y = nn.relu(norm(name="bn_a")(y))
     y = conv(name="conv_b")(y)
@@ -187,13 +198,10 @@ class CifarResNet(nn.Module):
     blocks_per_stage = (self.depth - 2) // 6
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
-    x = nn.Conv(STAGE_CHANNELS[0], (3, 3), use_bias=False,
-                padding=((1, 1), (1, 1)), kernel_init=conv_init,
-                dtype=dtype, name="conv_1_3x3",
-                conv_general_dilated=_conv_fn(self.conv_weight_grad))(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=dtype, use_fast_variance=self.use_fast_variance,
-                     name="bn_1")(x)
+    x = conv_layer(dtype, self.conv_weight_grad)(
+        STAGE_CHANNELS[0], (3, 3), padding=((1, 1), (1, 1)),
+        name="conv_1_3x3")(x)
+    x = batch_norm(train, dtype, self.use_fast_variance)(name="bn_1")(x)
     x = self._feature_variants(nn.relu(x), 0)
     for stage, width in enumerate(STAGE_CHANNELS[1:], start=1):
       for i in range(blocks_per_stage):

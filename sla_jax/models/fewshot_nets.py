@@ -26,7 +26,6 @@ eps 1e-5, PyTorch momentum 0.1; convolutions have no bias (BatchNorm follows).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +35,8 @@ import jax.numpy as jnp
 
 from sla_jax.models import registry
 from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, _conv_fn,
-                                         conv_init, torch_linear_bias_init,
+                                         batch_norm, conv_init, conv_layer,
+                                         torch_linear_bias_init,
                                          torch_linear_kernel_init)
 
 __all__ = ["ResNet12", "ResNet12Block", "Conv4", "drop_block",
@@ -72,12 +72,6 @@ def drop_block(x: jax.Array, key: jax.Array, drop_rate: float,
   keep = 1.0 - dropped
   scale = keep.size / jnp.maximum(keep.sum(), 1.0)
   return (x * (keep * scale).astype(x.dtype)).astype(x.dtype)
-
-
-def _norm(train: bool, dtype: Any, use_fast_variance: bool):
-  return functools.partial(nn.BatchNorm, use_running_average=not train,
-                           momentum=0.9, epsilon=1e-5, dtype=dtype,
-                           use_fast_variance=use_fast_variance)
 
 
 def _add_heads(module: nn.Module, features: jax.Array,
@@ -118,10 +112,8 @@ class ResNet12Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = functools.partial(nn.Conv, self.features, use_bias=False,
-                             kernel_init=conv_init, dtype=self.dtype,
-                             conv_general_dilated=_conv_fn(self.conv_weight_grad))
-    norm = _norm(train, self.dtype, self.use_fast_variance)
+    conv = conv_layer(self.dtype, self.conv_weight_grad, self.features)
+    norm = batch_norm(train, self.dtype, self.use_fast_variance)
     y = x
     for i in range(3):
       y = conv((3, 3), padding=((1, 1), (1, 1)), name=f"conv{i + 1}")(y)
@@ -223,7 +215,7 @@ class Conv4(nn.Module):
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
-    norm = _norm(train, dtype, self.use_fast_variance)
+    norm = batch_norm(train, dtype, self.use_fast_variance)
     for i, width in enumerate(self.widths):
       x = nn.Conv(int(width), (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                   kernel_init=conv_init, dtype=dtype,

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from sla_jax.models import registry
-from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, _conv_fn,
-                                         conv_init, torch_linear_bias_init,
+from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, batch_norm,
+                                         conv_init, conv_layer,
+                                         torch_linear_bias_init,
                                          torch_linear_kernel_init)
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "LAYOUTS"]
@@ -41,12 +42,8 @@ class _Block(nn.Module):
   conv_weight_grad: str = "auto"
 
   def _layers(self, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init,
-                             dtype=self.dtype,
-                             conv_general_dilated=_conv_fn(self.conv_weight_grad))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             use_fast_variance=self.use_fast_variance)
+    conv = conv_layer(self.dtype, self.conv_weight_grad)
+    norm = batch_norm(train, self.dtype, self.use_fast_variance)
     last_scale = (nn.initializers.zeros if self.zero_init_residual
                   else nn.initializers.ones)
     return conv, norm, last_scale

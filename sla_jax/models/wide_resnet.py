@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from sla_jax.models import registry
-from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, _conv_fn,
-                                         conv_init, torch_linear_bias_init,
+from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, batch_norm,
+                                         conv_layer, torch_linear_bias_init,
                                          torch_linear_kernel_init)
 
 __all__ = ["WideResNet", "WideBlock"]
@@ -41,12 +41,8 @@ class WideBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init,
-                             dtype=self.dtype,
-                             conv_general_dilated=_conv_fn(self.conv_weight_grad))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             use_fast_variance=self.use_fast_variance)
+    conv = conv_layer(self.dtype, self.conv_weight_grad)
+    norm = batch_norm(train, self.dtype, self.use_fast_variance)
     pre = nn.relu(norm(name="bn1")(x))
     y = conv(self.features, (3, 3), strides=(self.strides,) * 2,
              padding=((1, 1), (1, 1)), name="conv1")(pre)
@@ -93,10 +89,8 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
     dtype = jnp.dtype(self.dtype)
-    x = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=conv_init, dtype=dtype, name="conv1",
-                conv_general_dilated=_conv_fn(self.conv_weight_grad))(
-                    x.astype(dtype))
+    x = conv_layer(dtype, self.conv_weight_grad)(
+        16, (3, 3), padding=((1, 1), (1, 1)), name="conv1")(x.astype(dtype))
     blocks = (self.depth - 4) // 6
     for group, channels in enumerate((16, 32, 64)):
       for i in range(blocks):
@@ -104,9 +98,7 @@ class WideResNet(nn.Module):
                       self.dropout_rate, dtype, self.use_fast_variance,
                       self.conv_weight_grad,
                       name=f"group{group + 1}_{i}")(x, train)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=dtype, use_fast_variance=self.use_fast_variance,
-                     name="bn")(x)
+    x = batch_norm(train, dtype, self.use_fast_variance)(name="bn")(x)
     features = jnp.mean(nn.relu(x), axis=(1, 2))
     out = {"features": features}
     for head, size in (self.heads or {}).items():
