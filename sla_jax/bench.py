@@ -129,6 +129,28 @@ def synthetic_data(batch_size: int, image_shape, num_classes: int):
   return images, rng.integers(0, num_classes, n).astype(np.int32)
 
 
+def benchmark_data(config, real_data: bool = False, image_shape=None,
+                   num_classes=None):
+  """``(images, labels, image_shape, num_classes)``: the config's dataset or seeded synthetic data.
+
+  Synthetic data takes the config's image size (crop size for photos of any
+  size) and class count where the dataset is known, else 32x32x3 and 10.
+  """
+  if real_data:
+    dataset = data_lib.load(config)
+    images, labels = dataset.train.read_all()
+    return images, labels, dataset.image_shape, dataset.num_classes
+  known_shape, known_classes = data_lib.describe(config.dataset,
+                                                 config.get("data_dir"))
+  crop = config.get("image_size", 0)
+  image_shape = tuple(int(x) for x in (
+      image_shape or ((crop, crop, 3) if crop else None) or known_shape
+      or (32, 32, 3)))
+  num_classes = num_classes or known_classes or 10
+  images, labels = synthetic_data(config.batch_size, image_shape, num_classes)
+  return images, labels, image_shape, num_classes
+
+
 def build_train_step(config, images, labels, num_classes: int,
                      image_shape) -> TrainStepSetup:
   """Builds what ``sla-train`` runs each step (:func:`train.make_train_step`)."""
@@ -210,19 +232,8 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   Every row records the machine's load before the run (:func:`machine_load`).
   """
   load = machine_load()
-  if real_data:
-    dataset = data_lib.load(config)
-    images, labels = dataset.train.read_all()
-    image_shape, num_classes = dataset.image_shape, dataset.num_classes
-  else:
-    known_shape, known_classes = data_lib.describe(config.dataset,
-                                                   config.get("data_dir"))
-    crop = config.get("image_size", 0)
-    image_shape = tuple(int(x) for x in (
-        image_shape or ((crop, crop, 3) if crop else None) or known_shape
-        or (32, 32, 3)))
-    num_classes = num_classes or known_classes or 10
-    images, labels = synthetic_data(config.batch_size, image_shape, num_classes)
+  images, labels, image_shape, num_classes = benchmark_data(
+      config, real_data, image_shape, num_classes)
   setup = build_train_step(config, images, labels, num_classes, image_shape)
   objective, model, state = setup.objective, setup.model, setup.state
   train_data, seed_key = setup.data, setup.seed_key

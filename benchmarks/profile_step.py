@@ -1,0 +1,154 @@
+"""Where the train step's time goes: ``jax.profiler`` per-op breakdown of the trainer's own step.
+
+    python -m benchmarks.profile_step --config configs/cifar.py:objective=sla \
+        --calls 2 --out /tmp/profile_sla [--top 25] [--json]
+
+Builds the step ``sla-train`` runs (:func:`sla_jax.bench.build_train_step`,
+synthetic data of the config's shape, any ``--config.*`` override such as
+``--config.steps_per_call=16``), compiles it, runs it once untraced, then
+traces ``--calls`` calls with ``jax.profiler.trace`` and reads the Perfetto
+trace it writes (``OUT/**/perfetto_trace.json.gz``, also viewable at
+ui.perfetto.dev). Every event XLA tags with an ``hlo_op`` is one executed HLO
+op (a thunk on the CPU, a kernel on a GPU); ops are grouped by category, the
+HLO name without its numeric suffix (``transpose_copy_fusion.7`` ->
+``transpose_copy_fusion``), per trace process (host threads, each GPU
+stream). The table gives each category's time per step, its share of that
+process's op time, and how many ops of it run per step, beside the traced wall
+time per step. Op times on different threads or streams overlap, so a
+process's op time can exceed the wall time (XLA:CPU runs independent thunks
+on its threads concurrently). The machine's load is recorded as in sla-bench.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import pathlib
+import re
+import sys
+import time
+from typing import Any
+
+from absl import app, flags, logging
+import jax
+
+from sla_jax import bench
+
+# --config and --json are sla-bench's own flags (same parsing, ``--config.*`` overrides).
+_CONFIG = bench._CONFIG  # pylint: disable=protected-access
+_CALLS = flags.DEFINE_integer("calls", 2, "Traced calls of the step.")
+_OUT = flags.DEFINE_string("out", None, "Directory for the trace.")
+_TOP = flags.DEFINE_integer("top", 25, "Categories per process in the table.")
+_JSON = bench._JSON  # pylint: disable=protected-access
+
+_SUFFIX = re.compile(r"(\.\d+)+$")
+
+
+def op_category(hlo_op: str) -> str:
+  """``"transpose_copy_fusion.7"`` -> ``"transpose_copy_fusion"``."""
+  return _SUFFIX.sub("", hlo_op)
+
+
+def read_trace(trace_dir: str | pathlib.Path) -> list[dict[str, Any]]:
+  """The events of the (newest) Perfetto trace ``jax.profiler.trace`` wrote under ``trace_dir``."""
+  paths = sorted(pathlib.Path(trace_dir).glob("**/perfetto_trace.json.gz"),
+                 key=lambda p: p.stat().st_mtime)
+  if not paths:
+    raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}")
+  with gzip.open(paths[-1], "rt") as f:
+    trace = json.load(f)
+  return trace["traceEvents"] if isinstance(trace, dict) else trace
+
+
+def op_breakdown(events: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+  """Per process: ``{"op_ms_per_step", "categories": [{name, ms_per_step, share, ops_per_step}]}``.
+
+  Counts complete events (``ph == "X"``) that carry an ``hlo_op`` argument.
+  """
+  process_names = {e["pid"]: e["args"]["name"] for e in events
+                   if e.get("ph") == "M" and e.get("name") == "process_name"}
+  time_us = collections.defaultdict(collections.Counter)
+  count = collections.defaultdict(collections.Counter)
+  for e in events:
+    op = (e.get("args") or {}).get("hlo_op")
+    if e.get("ph") != "X" or not op or e.get("name", "").startswith("end:"):
+      continue
+    process = process_names.get(e.get("pid"), str(e.get("pid")))
+    time_us[process][op_category(op)] += float(e.get("dur", 0.0))
+    count[process][op_category(op)] += 1
+  out = {}
+  for process, per_category in time_us.items():
+    total = sum(per_category.values())
+    out[process] = {
+        "op_ms_per_step": total / 1e3 / steps,
+        "categories": [
+            {"name": name, "ms_per_step": us / 1e3 / steps,
+             "share": us / total if total else 0.0,
+             "ops_per_step": count[process][name] / steps}
+            for name, us in per_category.most_common()]}
+  return out
+
+
+def profile(config, calls: int, out_dir: str) -> dict[str, Any]:
+  """Traces ``calls`` calls of the trainer's step; returns the breakdown and timings."""
+  load = bench.machine_load()
+  images, labels, image_shape, num_classes = bench.benchmark_data(config)
+  setup = bench.build_train_step(config, images, labels, num_classes,
+                                 image_shape)
+  k = setup.steps_per_call
+  compiled = setup.step.lower(setup.state, *setup.data, setup.seed_key,
+                              k).compile()
+  state, losses = compiled(setup.state, *setup.data, setup.seed_key, k)
+  jax.block_until_ready(losses)
+  start = time.perf_counter()
+  with jax.profiler.trace(out_dir, create_perfetto_trace=True):
+    for _ in range(calls):
+      state, losses = compiled(state, *setup.data, setup.seed_key, k)
+    jax.block_until_ready(losses)
+  traced_s = time.perf_counter() - start
+  steps = calls * k
+  return {"config_objective": setup.objective.name,
+          "model": config.model.name, "batch_size": config.batch_size,
+          "steps_per_call": k, "traced_steps": steps,
+          "traced_wall_s_per_step": traced_s / steps,
+          "backend": jax.default_backend(),
+          "device_kind": jax.devices()[0].device_kind,
+          "machine_load_before": load, "trace_dir": out_dir,
+          "processes": op_breakdown(read_trace(out_dir), steps)}
+
+
+def format_table(result: dict[str, Any], top: int) -> str:
+  lines = [f"{result['config_objective']} {result['model']}, batch "
+           f"{result['batch_size']}, {result['traced_steps']} traced steps on "
+           f"{result['device_kind']}: {result['traced_wall_s_per_step'] * 1e3:.1f}"
+           f" ms wall per step (traced; load before "
+           f"{result['machine_load_before']['load_1m']:.2f})"]
+  for process, info in result["processes"].items():
+    lines += ["", f"{process}: {info['op_ms_per_step']:.1f} ms of ops per step",
+              f"| op category | ms / step | share | ops / step |",
+              "|---|---:|---:|---:|"]
+    for c in info["categories"][:top]:
+      lines.append(f"| {c['name']} | {c['ms_per_step']:.1f} | "
+                   f"{100 * c['share']:.1f} % | {c['ops_per_step']:g} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  if _CONFIG.value is None or not _OUT.value:
+    print("profile_step: error: pass --config (a trainer config) and --out "
+          "(a directory for the trace).", file=sys.stderr)
+    sys.exit(2)
+  if _CALLS.value < 1:
+    print(f"profile_step: error: --calls must be >= 1; got {_CALLS.value}.",
+          file=sys.stderr)
+    sys.exit(2)
+  result = profile(_CONFIG.value, _CALLS.value, _OUT.value)
+  print(json.dumps(result) if _JSON.value else format_table(result, _TOP.value))
+
+
+if __name__ == "__main__":
+  app.run(main)
