@@ -8,7 +8,8 @@
 # bench: environment, `sla-bench` on the protocol config (ResNet-32, 128 images
 # x 4 rotations) in float32 and bfloat16, and the PyTorch side by side
 # (benchmarks/compare_torch.py) against the original's fp32 default and bf16
-# autocast. JSON lines go to $OUT/bench.jsonl and $OUT/compare.jsonl.
+# autocast. JSON lines go to $OUT/bench.jsonl and $OUT/compare.jsonl; the
+# jax.profiler per-op breakdown (benchmarks/profile_step.py) to $OUT/profile_k{1,16}.json.
 # train: the paper protocol (configs/cifar.py) on the shared CIFAR-10 JPEGs in
 # workdir $RUNS/OBJECTIVE (resumes from $RUNS/OBJECTIVE.tgz if present); leaves
 # OBJECTIVE.{metrics.jsonl,results.json,tgz} in $OUT.
@@ -36,6 +37,12 @@ if [ "$mode" = bench ]; then
     set -- $spec
     python3 -m benchmarks.compare_torch --batch_size 128 --rounds 100 \
       --jax_dtype "$1" --torch_variant "$2" --json | tee -a "$OUT/compare.jsonl"
+  done
+  # Per-op breakdown (kernels per GPU stream) at K = 1 and K = 16 steps per call.
+  for k in 1 16; do
+    python3 -m benchmarks.profile_step --config configs/cifar.py:objective=sla \
+      --config.model.dtype=bfloat16 --config.steps_per_call=$k --calls 4 \
+      --out "$OUT/trace_k$k" --json > "$OUT/profile_k$k.json"
   done
 elif [ "$mode" = train ]; then
   objective=$1; steps=$2; shift 2
