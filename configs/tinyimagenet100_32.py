@@ -11,9 +11,10 @@ CIFAR-shaped, so the CIFAR protocol of configs/cifar.py applies unchanged: the
 images live on the device, crop 32 with 4-pixel padding + flip, batch 128 x M
 views, SGD lr 0.1 x0.1 at 50 % / 75 %, weight decay 1e-4, 80 000 steps, a
 seeded 5 000-image validation split (10 % of the 50 000 training images), the
-5 000 test images. Args: data (the unpacked folder), model (cifar_resnet,
-resnet18, resnet34, resnet50), depth (cifar_resnet), objective, transform,
-steps, batch_size, seed.
+5 000 test images. Args: data (the unpacked folder), model (cifar_resnet or any
+other registry model that takes 32 px: resnet18/34/50, wide_resnet28_10,
+resnet12, conv4), depth (cifar_resnet), objective, transform, steps,
+batch_size, seed.
 
 Expected result: a 100-class problem where the paper finds SLA's largest gains
 (CIFAR-100: SLA+AG several points above the baseline); the CPU grid on it is

@@ -202,5 +202,8 @@ def large_image_config(model: str, image_size: int) -> ml_collections.ConfigDict
   c.crop_padding = 0
   c.model = ml_collections.ConfigDict({
       "name": model, "dtype": "float32", "conv_weight_grad": "auto",
-      "use_fast_variance": False, "zero_init_residual": False})
+      "use_fast_variance": False})
+  from sla_jax import models  # pylint: disable=g-import-not-at-top  (keeps configs light)
+  if "zero_init_residual" in models.arguments(model):
+    c.model.zero_init_residual = False  # the ImageNet ResNets' option
   return c

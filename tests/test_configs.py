@@ -90,3 +90,26 @@ def test_wide_resnet28_10_has_the_paper_parameter_count():
   assert count == _wrn_params(28, 10, 10) == 36_479_194  # "36.5M" in the paper
   with pytest.raises(ValueError, match="6n \\+ 4"):
     models.get("wide_resnet", depth=27)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "wide_resnet28_10", "resnet12",
+                                  "conv4"])
+def test_tinyimagenet100_32_takes_any_32px_model(name):
+  config = _load(REPO / "configs/tinyimagenet100_32.py").get_config(
+      f"model={name}")
+  resolved = spec.resolve(config, 100)
+  assert _joint_logits_shape(resolved.model, resolved.objective, 32) == (8, 400)
+  # Only the ImageNet ResNets take zero_init_residual.
+  assert ("zero_init_residual" in config.model) == (name == "resnet18")
+
+
+def test_model_arguments_lists_what_each_model_takes():
+  assert "zero_init_residual" in models.arguments("resnet50")
+  assert "depth" in models.arguments("cifar_resnet")
+  assert "depth" not in models.arguments("cifar_resnet32")  # fixed by its name
+  assert {"widths", "drop_rate"} <= set(models.arguments("resnet12"))
+  for name in models.names():  # every model takes what the registry promises
+    assert {"heads", "dtype", "conv_weight_grad", "use_fast_variance"} <= set(
+        models.arguments(name)), name
+  with pytest.raises(ValueError, match="Unknown model 'nope'"):
+    models.arguments("nope")

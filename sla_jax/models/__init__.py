@@ -2,11 +2,12 @@
 
     model = sla_jax.models.get("cifar_resnet32", heads=objective.heads)
 
-:func:`get` builds any registered model (:func:`names`); the classes are
+:func:`get` builds any registered model (:func:`names`; :func:`arguments`
+lists what one takes); the classes are
 exported for direct use.
 """
 
-from sla_jax.models.registry import get, names, register
+from sla_jax.models.registry import arguments, get, names, register
 from sla_jax.models.cifar_resnet import (BasicBlock, CifarResNet, DEPTHS,
                                          STAGE_CHANNELS)
 from sla_jax.models.resnet import ResNet
@@ -15,6 +16,6 @@ from sla_jax.models.wide_resnet import WideResNet
 from sla_jax.models.torch_import import (from_torch_state_dict,
                                          from_torchvision_resnet)
 
-__all__ = ["get", "names", "register", "BasicBlock", "CifarResNet", "Conv4",
+__all__ = ["arguments", "get", "names", "register", "BasicBlock", "CifarResNet", "Conv4",
            "DEPTHS", "STAGE_CHANNELS", "ResNet", "ResNet12",
            "WideResNet", "from_torch_state_dict", "from_torchvision_resnet"]

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import dataclasses
+import functools
+
 import flax.linen as nn
 
-__all__ = ["register", "get", "names"]
+__all__ = ["register", "get", "names", "arguments"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -31,13 +34,28 @@ def names() -> tuple[str, ...]:
   return tuple(_REGISTRY)
 
 
-def get(name: str, **kwargs) -> nn.Module:
-  """The model ``name`` built with ``kwargs`` (ValueError naming the fix)."""
+def _factory(name: str) -> Callable[..., nn.Module]:
   try:
-    factory = _REGISTRY[name]
+    return _REGISTRY[name]
   except KeyError:
     raise ValueError(f"Unknown model {name!r}; valid models are: "
                      f"{', '.join(_REGISTRY)}.") from None
+
+
+def arguments(name: str) -> tuple[str, ...]:
+  """The keyword arguments model ``name`` takes (its Linen fields, less those its factory fixes)."""
+  factory = _factory(name)
+  fixed = set()
+  while isinstance(factory, functools.partial):
+    fixed |= set(factory.keywords)
+    factory = factory.func
+  return tuple(f.name for f in dataclasses.fields(factory)
+               if f.init and f.name not in fixed | {"parent", "name"})
+
+
+def get(name: str, **kwargs) -> nn.Module:
+  """The model ``name`` built with ``kwargs`` (ValueError naming the fix)."""
+  factory = _factory(name)
   try:
     return factory(**kwargs)
   except TypeError as e:  # an unknown keyword argument
