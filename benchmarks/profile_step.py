@@ -33,14 +33,21 @@ from typing import Any
 from absl import app, flags, logging
 import jax
 
-from sla_jax import bench
+from sla_jax import bench, train
 
-# --config and --json are sla-bench's own flags (same parsing, ``--config.*`` overrides).
-_CONFIG = bench._CONFIG  # pylint: disable=protected-access
-_CALLS = flags.DEFINE_integer("calls", 2, "Traced calls of the step.")
-_OUT = flags.DEFINE_string("out", None, "Directory for the trace.")
-_TOP = flags.DEFINE_integer("top", 25, "Categories per process in the table.")
-_JSON = bench._JSON  # pylint: disable=protected-access
+
+def _define_flags():
+  """This tool's flags, defined only when it runs (importers keep their own ``--out``).
+
+  ``--config`` and ``--json`` are sla-bench's (same parsing, ``--config.*``
+  overrides).
+  """
+  return {"config": bench._CONFIG,  # pylint: disable=protected-access
+          "json": bench._JSON,  # pylint: disable=protected-access
+          "calls": flags.DEFINE_integer("calls", 2, "Traced calls of the step."),
+          "out": flags.DEFINE_string("out", None, "Directory for the trace."),
+          "top": flags.DEFINE_integer("top", 25,
+                                      "Categories per process in the table.")}
 
 _SUFFIX = re.compile(r"(\.\d+)+$")
 
@@ -134,21 +141,30 @@ def format_table(result: dict[str, Any], top: int) -> str:
   return "\n".join(lines)
 
 
-def main(argv):
+def main(argv, flag=None):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  if _CONFIG.value is None or not _OUT.value:
+  if flag["config"].value is None or not flag["out"].value:
     print("profile_step: error: pass --config (a trainer config) and --out "
           "(a directory for the trace).", file=sys.stderr)
     sys.exit(2)
-  if _CALLS.value < 1:
-    print(f"profile_step: error: --calls must be >= 1; got {_CALLS.value}.",
-          file=sys.stderr)
+  if flag["calls"].value < 1:
+    print(f"profile_step: error: --calls must be >= 1; got "
+          f"{flag['calls'].value}.", file=sys.stderr)
     sys.exit(2)
-  result = profile(_CONFIG.value, _CALLS.value, _OUT.value)
-  print(json.dumps(result) if _JSON.value else format_table(result, _TOP.value))
+  try:
+    result = profile(flag["config"].value, flag["calls"].value,
+                     flag["out"].value)
+  except (train.ConfigError, ValueError, FileNotFoundError) as e:
+    print(f"profile_step: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(json.dumps(result) if flag["json"].value
+        else format_table(result, flag["top"].value))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from sla_jax import cli  # pylint: disable=g-import-not-at-top
+  _flags = _define_flags()
+  cli.run(lambda argv: main(argv, _flags), "profile_step", tuple(_flags),
+          __doc__)

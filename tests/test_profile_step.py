@@ -46,3 +46,22 @@ def test_profile_traces_the_trainer_step(tmp_path):
   assert any("conv" in n or "fusion" in n for n in names), names
   table = profile_step.format_table(result, top=5)
   assert "ms of ops per step" in table and table.count("\n| ") == 5 + 1
+
+
+def test_importing_beside_other_tools_defines_no_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from sla_jax import experiments  # noqa: F401  pylint: disable=unused-import
+  assert "calls" not in flags.FLAGS and "top" not in flags.FLAGS
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks.profile_step", "--config",
+       f"{REPO}/configs/quickstart.py", "--config.model.name=nope",
+       f"--out={tmp_path}"], capture_output=True, text=True, cwd=REPO,
+      timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "profile_step: error: Unknown model 'nope'")
