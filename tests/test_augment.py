@@ -439,7 +439,9 @@ def test_geometric_ops_match_numpy_bilinear_reference(images_u8):
 
 
 @jax.jit
+@jax.jit
 def _all_ops(images, level, sign):
+  # One compiled call for the 14 ops (level, sign traced: no recompiles).
   return {name: jax.vmap(lambda im, op=op: op(im, level, sign, 0.5))(images)
           for name, op in augment.RANDAUGMENT_OPS.items()}
 

@@ -56,8 +56,9 @@ def test_joint_labels_cover_class_input_view_and_variant():
 
 
 def _capture_shapes(model, variables, x):
-  _, state = model.apply(variables, x, train=False, capture_intermediates=True,
-                         mutable=["intermediates"])
+  _, state = jax.eval_shape(lambda v: model.apply(
+      v, x, train=False, capture_intermediates=True, mutable=["intermediates"]),
+                            variables)
   inter = state["intermediates"]
   return {name: inter[name]["__call__"][0].shape[0]
           for name in inter if name.startswith(("stage_", "bn_1"))}
@@ -68,12 +69,13 @@ def test_only_the_later_stages_see_the_copies(stage):
   model = models.CifarResNet(8, heads={"joint": 10 * 3}, feature_groups=2,
                              feature_stage=stage)
   x = jnp.ones((5, 8, 8, 3))
-  variables = model.init(jax.random.key(0), x, train=False)
+  # Shapes only: traced, not run.
+  out, variables = jax.eval_shape(
+      lambda k: model.init_with_output(k, x, train=False), jax.random.key(0))
   rows = _capture_shapes(model, variables, x)
   assert rows["bn_1"] == 5  # the stem always runs once per row
   for s in (1, 2, 3):
     assert rows[f"stage_{s}_0"] == (15 if s > stage else 5), rows
-  out = model.apply(variables, x, train=False)
   assert out["joint"].shape == (15, 30) and out["features"].shape == (15, 64)
 
 
@@ -82,10 +84,11 @@ def test_identity_variant_equals_the_plain_network():
   feat = models.CifarResNet(8, heads={"joint": 30}, feature_groups=2,
                             feature_stage=2)
   x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
-  variables = plain.init(jax.random.key(0), x, train=False)  # same parameters
-  ours = feat.apply(variables, x, train=False)["joint"]
-  np.testing.assert_allclose(ours[::3], plain.apply(variables, x, train=False)
-                             ["joint"], rtol=1e-5, atol=1e-6)
+  variables = jax.jit(lambda k: plain.init(k, x, train=False))(
+      jax.random.key(0))  # the same parameters serve both
+  ours = jax.jit(lambda v: feat.apply(v, x, train=False))(variables)["joint"]
+  theirs = jax.jit(lambda v: plain.apply(v, x, train=False))(variables)["joint"]
+  np.testing.assert_allclose(ours[::3], theirs, rtol=1e-5, atol=1e-6)
   assert not np.allclose(ours[1::3], ours[::3])  # discarding changes outputs
 
 

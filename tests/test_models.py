@@ -36,8 +36,11 @@ def test_parameter_counts_and_blocks(depth):
 def test_heads_per_objective(objective, expected):
   heads = objectives.make(objective, num_classes=10, transform="rotation").heads
   assert heads == expected
-  model, variables = _init(heads=heads)
-  out = model.apply(variables, jnp.ones((6, 8, 8, 3)), train=False)
+  model = models.CifarResNet(depth=8, heads=heads)
+  x = jnp.ones((6, 8, 8, 3))
+  # Shapes only: traced, not run (an eager ResNet apply costs seconds).
+  out, variables = jax.eval_shape(
+      lambda k: model.init_with_output(k, x, train=False), jax.random.key(0))
   assert set(out) == {"features", *expected}
   assert out["features"].shape == (6, 64)
   for name, size in expected.items():
@@ -122,8 +125,9 @@ def test_bf16_compute_with_float32_parameters():
 def test_train_mode_updates_batch_statistics_eval_mode_does_not():
   model, variables = _init(heads={"class": 10})
   x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3)) * 3 + 1
-  _, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  _, state = jax.jit(lambda v: model.apply(v, x, train=True,
+                                           mutable=["batch_stats"]))(variables)
   mean = state["batch_stats"]["bn_1"]["mean"]
   assert np.abs(np.asarray(mean)).max() > 0  # 0.1 * batch mean folded in
-  out = model.apply(variables, x, train=False)  # nothing mutable needed
+  out = jax.jit(lambda v: model.apply(v, x, train=False))(variables)  # nothing mutable
   assert out["class"].shape == (4, 10)
