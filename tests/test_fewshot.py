@@ -388,7 +388,8 @@ def small_models():
   out = {}
   for name, widths in (("resnet12", (8, 12, 16, 20)), ("conv4", (8,) * 4)):
     model = models.get(name, widths=widths, heads={"joint": 4})
-    out[name] = model, model.init(_key(0), x, train=False), x
+    init = jax.jit(lambda k, m=model: m.init(k, x, train=False))
+    out[name] = model, init(_key(0)), x
   return out
 
 
