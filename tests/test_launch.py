@@ -1,8 +1,10 @@
 """launch/tpu_pod.sh as a dry run: the gcloud calls it makes for the ImageNet config on a pod."""
 
+import json
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -48,3 +50,35 @@ def test_the_pod_command_parses_locally(tmp_path):
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 2
   assert "imagenet2012" in proc.stderr and "not prepared" in proc.stderr
+
+
+def _evidence(tmp_path, *args):
+  env = dict(os.environ, EVIDENCE=str(tmp_path / "evidence"),
+             RESULTS=str(tmp_path / "results"), PYTHON=sys.executable)
+  return subprocess.run(["bash", str(REPO / "launch" / "cpu_evidence.sh"), *args],
+                        env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cpu_evidence_status_and_collect(tmp_path):
+  runs = tmp_path / "evidence" / "fewshot_cpu" / "runs"
+  finished = runs / "protonet_rotation_seed0"
+  finished.mkdir(parents=True)
+  (runs / "sla_rotation_seed0").mkdir()  # started, not finished
+  (finished / "results.json").write_text(json.dumps({
+      "best_step": 300, "final_step": 300, "selection_metric": "val/5way5shot/acc",
+      "test": {"5way1shot/acc": 0.3, "5way5shot/acc": 0.4}}))
+  (finished / "metrics.jsonl").write_text('{"step": 300, "test/5way1shot/acc": 0.3}\n')
+  (finished / "checkpoints").mkdir()
+  status = _evidence(tmp_path, "status")
+  assert status.returncode == 0, status.stderr
+  assert "fewshot_cpu: 1 finished, 2 started" in status.stdout
+  assert len(status.stdout.splitlines()) == 6  # every grid still to run
+  collect = _evidence(tmp_path, "collect", "fewshot_cpu")
+  assert collect.returncode == 0, collect.stderr
+  dst = tmp_path / "results" / "fewshot_cpu"
+  assert sorted(p.name for p in (dst / "runs").iterdir()) == ["protonet_rotation_seed0"]
+  assert sorted(p.name for p in (dst / "runs" / "protonet_rotation_seed0").iterdir()) == [
+      "metrics.jsonl", "results.json"]  # no checkpoints
+  assert "30.00" in (dst / "RESULTS.md").read_text()
+  bad = _evidence(tmp_path, "train")
+  assert bad.returncode == 2 and "usage: cpu_evidence.sh" in bad.stderr

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The CPU evidence still to run, in priority order, resumable across sessions.
+#
+#   bash launch/cpu_evidence.sh run [GRID...]    # train (default: every grid below, in order)
+#   bash launch/cpu_evidence.sh collect          # finished runs -> results/<name>/, RESULTS.md
+#   bash launch/cpu_evidence.sh status           # finished / started runs per grid
+#
+# Runs train in $EVIDENCE (default /tmp/evidence/<name>), outside the repo, so
+# that a half-finished run is never committed; rerunning `run` resumes every
+# interrupted run from its checkpoint and skips finished ones (sla-experiments).
+# `collect` copies each finished run's results.json, metrics.jsonl, config.json
+# and wall_time.json into $RESULTS/<name>/runs/ (default results/) and rewrites
+# its RESULTS.md from them (--summarize_only). The shared data is
+# unpacked into /tmp once. Names (grid file : output folder):
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SLA_SHARED_DIR:-../shared}
+EVIDENCE=${EVIDENCE:-/tmp/evidence}
+RESULTS=${RESULTS:-results}
+PYTHON=${PYTHON:-python}
+GRIDS=(
+  "fewshot_cpu:configs/grid_fewshot_cpu.py:data=/tmp/tinyimagenet100-32"
+  "tinyimagenet100_cpu:configs/grid_tinyimagenet100_cpu.py:data=/tmp/tinyimagenet100-32"
+  "cifar10_long_cpu:configs/grid_cifar_long_cpu.py:data=/tmp/cifar10"
+  "long_tail_cpu_r100:configs/grid_long_tail_cpu.py:ratio=100,data=/tmp/cifar10"
+  "long_tail_cpu_r10:configs/grid_long_tail_cpu.py:ratio=10,data=/tmp/cifar10"
+  "augment_cpu:configs/grid_augment_cpu.py:data=/tmp/cifar10"
+)
+
+unpack() {
+  [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp
+  [ -d /tmp/tinyimagenet100-32 ] || tar xzf "$SHARED/data/tinyimagenet100-32.tar.gz" -C /tmp
+}
+
+selected() {  # the GRIDS entries named on the command line (all if none)
+  local entry
+  for entry in "${GRIDS[@]}"; do
+    if [ $# -eq 0 ]; then echo "$entry"; continue; fi
+    for want in "$@"; do
+      if [ "${entry%%:*}" = "$want" ]; then echo "$entry"; fi
+    done
+  done
+}
+
+mode=${1:-status}; shift || true
+case "$mode" in
+  run)
+    unpack
+    selected "$@" | while IFS= read -r entry; do
+      name=${entry%%:*}; grid=${entry#*:}
+      echo "== $name: $grid ($(date))"
+      "$PYTHON" -m sla_jax.experiments --grid "$grid" --out "$EVIDENCE/$name"
+    done ;;
+  collect)
+    selected "$@" | while IFS= read -r entry; do
+      name=${entry%%:*}; grid=${entry#*:}
+      [ -d "$EVIDENCE/$name/runs" ] || continue
+      copied=0
+      for run in "$EVIDENCE/$name"/runs/*/; do
+        [ -f "$run/results.json" ] || continue
+        dst=$RESULTS/$name/runs/$(basename "$run"); mkdir -p "$dst"
+        for f in results.json metrics.jsonl config.json wall_time.json; do
+          [ -f "$run/$f" ] && cp "$run/$f" "$dst/"
+        done
+        copied=$((copied + 1))
+      done
+      echo "$name: $copied finished runs"
+      if [ "$copied" -gt 0 ]; then
+        "$PYTHON" -m sla_jax.experiments --grid "$grid" --out "$RESULTS/$name" \
+          --summarize_only
+      fi
+    done ;;
+  status)
+    selected "$@" | while IFS= read -r entry; do
+      name=${entry%%:*}
+      done_=$( (ls "$EVIDENCE/$name"/runs/*/results.json 2>/dev/null || true) | wc -l)
+      started=$( (ls -d "$EVIDENCE/$name"/runs/*/ 2>/dev/null || true) | wc -l)
+      echo "$name: $done_ finished, $started started (in $EVIDENCE/$name)"
+    done ;;
+  *)
+    echo "usage: cpu_evidence.sh run|collect|status [GRID...]" >&2; exit 2 ;;
+esac
