@@ -176,13 +176,18 @@ def train_one(mods, dataset, mode, seed, args, workdir: pathlib.Path):
   return results
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+  """``--official`` (the user's hankook/SLA checkout), ``--data``, ``--out``: shared with paired_trajectory."""
   parser.add_argument("--official", required=True,
                       help="a checkout of hankook/SLA (not part of this repo)")
   parser.add_argument("--data", required=True,
                       help="image folder root with train/ and test/")
   parser.add_argument("--out", required=True)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  add_source_arguments(parser)
   parser.add_argument("--modes", default="baseline,sla,sla+sd")
   parser.add_argument("--seeds", default="0,1,2,3,4")
   parser.add_argument("--depth", type=int, default=20)

@@ -157,11 +157,7 @@ def test_accuracy(variables, depth, images, labels, batch_size=1000):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--official", required=True,
-                      help="a checkout of hankook/SLA (not part of this repo)")
-  parser.add_argument("--data", required=True,
-                      help="image folder root with train/ and test/")
-  parser.add_argument("--out", required=True)
+  original_side_by_side.add_source_arguments(parser)
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--depth", type=int, default=20)
