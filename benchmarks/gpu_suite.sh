@@ -38,6 +38,10 @@ if [ "$mode" = bench ]; then
     python3 -m benchmarks.compare_torch --batch_size 128 --rounds 100 \
       --jax_dtype "$1" --torch_variant "$2" --json | tee -a "$OUT/compare.jsonl"
   done
+  # The sort-free batch draw (config.batch_draw=top_k) on the same step.
+  python3 -m sla_jax.bench --config configs/cifar.py:objective=sla \
+    --config.model.dtype=bfloat16 --config.batch_draw=top_k --steps 100 \
+    --warmup 5 --json | tee -a "$OUT/bench.jsonl"
   # Per-op breakdown (kernels per GPU stream) at K = 1 and K = 16 steps per call.
   for k in 1 16; do
     python3 -m benchmarks.profile_step --config configs/cifar.py:objective=sla \

@@ -127,6 +127,9 @@ def base_config() -> ml_collections.ConfigDict:
   # inside the step. False: a grain host pipeline reads each process's share of
   # every batch from the (lazy, for TFDS) source, for datasets too big for that.
   c.data_on_device = True
+  # How the on-device step draws its batch: "permutation" (shuffle all, every
+  # recorded run) or "top_k" (same distribution, no sort; input_pipeline).
+  c.batch_draw = "permutation"
   c.host_threads = 8            # grain reader threads (data_on_device=False)
 
   # Objective: baseline | da | mt | sla | sla_sd.

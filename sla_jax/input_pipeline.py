@@ -23,20 +23,67 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sla_jax import data as data_lib
 
-__all__ = ["device_batch", "host_batch_indices", "host_batches"]
+__all__ = ["BATCH_DRAWS", "draw_indices", "device_batch",
+           "host_batch_indices", "host_batches"]
+
+
+def _draw_by_permutation(key: jax.Array, num_items: int,
+                         batch_size: int) -> jax.Array:
+  # jax.random.choice(replace=False): a shuffle of all num_items (sorts them).
+  return jax.random.choice(key, num_items, (batch_size,), replace=False)
+
+
+def _draw_by_top_k(key: jax.Array, num_items: int, batch_size: int) -> jax.Array:
+  # The batch_size largest of num_items iid 29-bit keys, in decreasing order.
+  # Keys are positive normal float32 numbers whose order is their bits' order
+  # (top_k has a fast float32 path; on integers XLA:CPU sorts).
+  bits = jax.random.bits(key, (num_items,), jnp.uint32)
+  keys = jax.lax.bitcast_convert_type((bits >> 3) + jnp.uint32(0x00800000),
+                                      jnp.float32)
+  return jax.lax.top_k(keys, batch_size)[1]
+
+
+# How the on-device step draws its batch (config.batch_draw).
+BATCH_DRAWS = {"permutation": _draw_by_permutation, "top_k": _draw_by_top_k}
+
+
+def draw_indices(key: jax.Array, num_items: int, batch_size: int,
+                 draw: str = "permutation") -> jax.Array:
+  """``batch_size`` distinct indices below ``num_items`` in random order (jit-safe).
+
+  Both draws give a uniformly random ordered subset (without replacement, as
+  the original's ``random.sample``); they differ in cost and in which subset
+  a key gives. ``"permutation"`` shuffles all ``num_items`` (sorts) and keeps
+  the first ``batch_size`` — the default, the draw every recorded run used.
+  ``"top_k"`` takes the ``batch_size`` largest of ``num_items`` independent
+  29-bit random keys: one pass, no sort of the whole set (BENCHMARKS.md). Its
+  only departure from uniform is key ties, broken by index: a tie decides
+  membership with probability ~``num_items / 2**29`` per draw (1e-4 for CIFAR).
+  """
+  try:
+    fn = BATCH_DRAWS[draw]
+  except KeyError:
+    raise ValueError(f"batch_draw must be one of {', '.join(BATCH_DRAWS)}; "
+                     f"got {draw!r}.") from None
+  if not 0 < batch_size <= num_items:
+    raise ValueError(f"cannot draw {batch_size} distinct items of {num_items}.")
+  return fn(key, num_items, batch_size)
 
 
 def device_batch(key: jax.Array, images: jax.Array, labels: jax.Array,
-                 batch_size: int, sharding=None) -> tuple[jax.Array, jax.Array]:
+                 batch_size: int, sharding=None, draw: str = "permutation"
+                 ) -> tuple[jax.Array, jax.Array]:
   """``batch_size`` distinct random rows of the on-device training set (jit-safe).
 
-  With ``sharding`` the batch is laid out over the mesh's data axis.
+  ``draw``: see :func:`draw_indices`. With ``sharding`` the batch is laid out
+  over the mesh's data axis.
   """
-  index = jax.random.choice(key, labels.shape[0], (batch_size,), replace=False)
+  index = draw_indices(key, labels.shape[0], batch_size, draw)
   batch = images[index], labels[index]
   if sharding is not None:
     batch = jax.lax.with_sharding_constraint(batch, sharding)

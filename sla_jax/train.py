@@ -128,6 +128,10 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
   if config.batch_size % jax.process_count():
     raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
                       f"the {jax.process_count()} processes.")
+  if config.get("batch_draw", "permutation") not in input_pipeline.BATCH_DRAWS:
+    raise ConfigError(f"batch_draw must be one of "
+                      f"{', '.join(input_pipeline.BATCH_DRAWS)}; got "
+                      f"{config.batch_draw!r}.")
   if config.get("steps_per_call", 1) < 1:
     raise ConfigError(f"steps_per_call must be >= 1; got {config.steps_per_call}.")
   if config.get("steps_per_call", 1) > 1 and not config.data_on_device:
@@ -207,7 +211,8 @@ def make_train_step(spec: spec_lib.Spec, tx, config, batch_sharding,
         jax.random.fold_in(seed_key, state.step))
     if data_on_device:
       images, labels = input_pipeline.device_batch(
-          index_key, images, labels, config.batch_size, batch_sharding)
+          index_key, images, labels, config.batch_size, batch_sharding,
+          config.get("batch_draw", "permutation"))
     images = preprocess.random_crop_and_flip(augment_key, images,
                                              config.crop_padding, config.flip)
     if spec.augment is None:
