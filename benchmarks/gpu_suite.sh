@@ -38,7 +38,8 @@ if [ "$mode" = bench ]; then
     python3 -m benchmarks.compare_torch --batch_size 128 --rounds 100 \
       --jax_dtype "$1" --torch_variant "$2" --json | tee -a "$OUT/compare.jsonl"
   done
-  # The sort-free batch draw (config.batch_draw=top_k) on the same step.
+  # The sort-free batch draw (config.batch_draw=top_k): alone, then in the step.
+  python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"
   python3 -m sla_jax.bench --config configs/cifar.py:objective=sla \
     --config.model.dtype=bfloat16 --config.batch_draw=top_k --steps 100 \
     --warmup 5 --json | tee -a "$OUT/bench.jsonl"
