@@ -31,6 +31,9 @@ def test_short_run_on_tinyimagenet100_beats_chance(tinyimagenet_folder,
   config.eval_batch_size = 1000
   config.num_devices = 1
   results = train.train_and_evaluate(config, tmp_path)
-  # 100 classes: chance is 1 %; the bar is 4x chance (both models passed it on
-  # the 2 CPU cores, 842 s for the pair under load 5-7).
-  assert results["test"]["acc"] > 0.04, results["test"]
+  # 100 classes: chance is 1 % (std 0.14 points on the 5 000 test images); the
+  # bar is 2.5x chance. ResNet-18 reached 4.08 % here and 3.52 % through the
+  # sla-train CLI (same config; the tests' 8 simulated devices split XLA's
+  # CPU work differently, and float rounding then grows over 300 steps), so a
+  # 4x bar would be a coin toss.
+  assert results["test"]["acc"] > 0.025, results["test"]
