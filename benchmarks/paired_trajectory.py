@@ -39,6 +39,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from benchmarks import original_side_by_side
 
@@ -123,7 +124,6 @@ def run_ours(initial_variables, batches, steps, depth, conv_weight_grad,
       return losses_lib.sla_loss(out["joint"], labels, 4), state["batch_stats"]
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    import optax  # pylint: disable=g-import-not-at-top
     return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
   params = jax.tree.map(jnp.asarray, initial_variables["params"])
@@ -139,20 +139,15 @@ def run_ours(initial_variables, batches, steps, depth, conv_weight_grad,
   return losses, snapshots, {"params": params, "batch_stats": batch_stats}
 
 
-def test_accuracy(variables, depth, images, labels, batch_size=1000):
-  """SI and AG test accuracy of ``variables`` (eval mode, the same JAX code for every side)."""
-  from sla_jax import evaluation, losses as losses_lib, models, preprocess, transforms  # pylint: disable=g-import-not-at-top
+def sla_test_accuracy(variables, depth, test_split, batch_size=1000):
+  """SI and AG test accuracy of ``variables``: the trainer's own evaluator, the same for every side."""
+  from sla_jax import distributed, evaluation, models, objectives  # pylint: disable=g-import-not-at-top
   model = models.CifarResNet(depth=depth, heads={"joint": 40})
-  rotation = transforms.get("rotation")
-  apply = jax.jit(lambda v, x: evaluation.eval_outputs(
-      model, rotation, v, preprocess.normalize(x))["joint"])
-  si = ag = 0
-  for start in range(0, len(labels), batch_size):
-    joint = apply(variables, images[start:start + batch_size])
-    y = labels[start:start + batch_size]
-    si += int(np.sum(np.argmax(losses_lib.single_logits(joint, 4), -1) == y))
-    ag += int(np.sum(np.argmax(losses_lib.aggregated_logits(joint, 4), -1) == y))
-  return {"acc_si": si / len(labels), "acc_ag": ag / len(labels)}
+  evaluate = evaluation.make_evaluator(
+      model, objectives.make("sla", 10, "rotation"), jnp.float32, batch_size,
+      distributed.make_mesh(1))
+  metrics = evaluate(variables, test_split)
+  return {"acc_si": metrics["acc_si"], "acc_ag": metrics["acc_ag"]}
 
 
 def main():
@@ -181,7 +176,6 @@ def main():
   if dataset.num_classes != 10:
     parser.error(f"--data: expected 10 classes (CIFAR-10); got {dataset.num_classes}")
   train_images, train_labels = dataset.train.read_all()
-  test_images, test_labels = dataset.test.read_all()
   batches = make_batches(train_images, train_labels, args.steps,
                          args.batch_size, args.seed)
   checkpoints = set(range(args.check_every, args.steps + 1, args.check_every))
@@ -229,8 +223,7 @@ def main():
         "param_distance_vs_f64": {
             step: relative_distance(snaps[step], reference[step])
             for step in sorted(checkpoints)},
-        "test": test_accuracy(finals[name], args.depth, test_images,
-                              test_labels)}
+        "test": sla_test_accuracy(finals[name], args.depth, dataset.test)}
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   (out / "trajectory.json").write_text(json.dumps(result, indent=1) + "\n")
