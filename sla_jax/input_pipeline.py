@@ -28,7 +28,7 @@ import numpy as np
 
 from sla_jax import data as data_lib
 
-__all__ = ["BATCH_DRAWS", "draw_indices", "device_batch",
+__all__ = ["BATCH_DRAWS", "check_draw", "draw_indices", "device_batch",
            "host_batch_indices", "host_batches"]
 
 
@@ -52,6 +52,15 @@ def _draw_by_top_k(key: jax.Array, num_items: int, batch_size: int) -> jax.Array
 BATCH_DRAWS = {"permutation": _draw_by_permutation, "top_k": _draw_by_top_k}
 
 
+def check_draw(draw: str):
+  """The draw function named ``draw``; ValueError naming the valid draws."""
+  try:
+    return BATCH_DRAWS[draw]
+  except KeyError:
+    raise ValueError(f"batch_draw must be one of {', '.join(BATCH_DRAWS)}; "
+                     f"got {draw!r}.") from None
+
+
 def draw_indices(key: jax.Array, num_items: int, batch_size: int,
                  draw: str = "permutation") -> jax.Array:
   """``batch_size`` distinct indices below ``num_items`` in random order (jit-safe).
@@ -65,11 +74,7 @@ def draw_indices(key: jax.Array, num_items: int, batch_size: int,
   only departure from uniform is key ties, broken by index: a tie decides
   membership with probability ~``num_items / 2**29`` per draw (1e-4 for CIFAR).
   """
-  try:
-    fn = BATCH_DRAWS[draw]
-  except KeyError:
-    raise ValueError(f"batch_draw must be one of {', '.join(BATCH_DRAWS)}; "
-                     f"got {draw!r}.") from None
+  fn = check_draw(draw)
   if not 0 < batch_size <= num_items:
     raise ValueError(f"cannot draw {batch_size} distinct items of {num_items}.")
   return fn(key, num_items, batch_size)

@@ -128,10 +128,10 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
   if config.batch_size % jax.process_count():
     raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
                       f"the {jax.process_count()} processes.")
-  if config.get("batch_draw", "permutation") not in input_pipeline.BATCH_DRAWS:
-    raise ConfigError(f"batch_draw must be one of "
-                      f"{', '.join(input_pipeline.BATCH_DRAWS)}; got "
-                      f"{config.batch_draw!r}.")
+  try:
+    input_pipeline.check_draw(config.get("batch_draw", "permutation"))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   if config.get("steps_per_call", 1) < 1:
     raise ConfigError(f"steps_per_call must be >= 1; got {config.steps_per_call}.")
   if config.get("steps_per_call", 1) > 1 and not config.data_on_device:
