@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks import torch_sla
-from sla_jax import bench, config_lib
+from sla_jax import bench, config_lib, xla_env
 
 SHARED = pathlib.Path(os.environ.get(
     "SLA_SHARED_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared"))
@@ -90,6 +90,7 @@ def official_step(path: str, depth: int, batch_size: int, device: str):
 
 
 def main():
+  xla_env.apply_defaults()  # what sla-train and sla-bench run with
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--depth", type=int, default=32)
@@ -157,6 +158,7 @@ def main():
             "jax_backend": jax.default_backend(),
             "reference_loss_rel_error": error,
             "machine_load_before": load,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "jax_median_s": float(np.median(times["jax"])),
             "torch_median_s": float(np.median(times["torch"]))}
   result["jax_speed_vs_torch"] = result["torch_median_s"] / result["jax_median_s"]

@@ -331,6 +331,7 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   for r in rows:
     r["machine_load_before"] = load
+    r["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     r["peak_host_bytes"] = peak_rss
     r["peak_device_bytes"] = _device_memory()
   return rows

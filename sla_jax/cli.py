@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+from sla_jax import xla_env
+
 __all__ = ["run", "usage"]
 
 _HELP = ("--help", "-h", "--helpshort", "-?")
@@ -59,7 +61,11 @@ def _parse(argv, prog: str):
 
 def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
         argv: Sequence[str] | None = None) -> None:
-  """``app.run(main)`` with the tool's own ``--help`` and exit-2 flag errors."""
+  """``app.run(main)`` with the tool's own ``--help`` and exit-2 flag errors.
+
+  Sets the tools' default XLA flags first (:mod:`sla_jax.xla_env`).
+  """
+  xla_env.apply_defaults()
   argv = list(sys.argv if argv is None else argv)
   if any(arg in _HELP for arg in argv[1:]):
     print(usage(doc, flag_names))

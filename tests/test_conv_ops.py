@@ -77,3 +77,54 @@ def test_unknown_implementation_is_refused():
   with pytest.raises(ValueError, match="conv_weight_grad must be one of"):
     models.CifarResNet(8, conv_weight_grad="winograd").init(
         jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+
+
+@pytest.mark.parametrize("batch,per_image,budget,expected", [
+    (512, 100, 800, 8), (12, 100, 500, 4), (12, 100, 50, 1), (7, 100, 10**6, 7),
+    (6, 10**9, 10**6, 1)])
+def test_images_per_chunk_is_the_largest_divisor_that_fits(batch, per_image,
+                                                           budget, expected):
+  assert conv_ops._images_per_chunk(batch, per_image, budget) == expected
+
+
+def _xla_weight_grad(x, dy, stride):
+  conv = lambda w: jax.lax.conv_general_dilated(
+      x, w, (stride, stride), ((1, 1), (1, 1)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  w = jnp.zeros((3, 3, x.shape[-1], dy.shape[-1]))
+  return jax.vjp(conv, w)[1](dy)[0]
+
+
+@pytest.mark.parametrize("stride,images_per_chunk", [(1, 2), (1, 4), (2, 3)])
+def test_chunked_weight_gradient_equals_xla(stride, images_per_chunk):
+  x = jax.random.normal(jax.random.key(0), (12, 16, 16, 8))
+  dy = jax.random.normal(jax.random.key(1), (12, 16 // stride, 16 // stride, 5))
+  per_image = (16 // stride) ** 2 * 9 * 8 * 4
+  chunked = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3))(
+      x, dy, stride, images_per_chunk * per_image)
+  whole = conv_ops.weight_grad_matmul(x, dy, stride, chunk_bytes=None)
+  np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(chunked, _xla_weight_grad(x, dy, 1 * stride),
+                             rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+def test_chunked_weight_gradient_of_a_sharded_batch(axis_type):
+  """Batch sharded over the devices: same gradient; with chunks of a multiple
+  of the device count each device builds the patches of its own images."""
+  n = len(jax.devices())
+  mesh = jax.make_mesh((n,), ("data",),
+                       axis_types=(getattr(jax.sharding.AxisType, axis_type),))
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  x = jax.device_put(jax.random.normal(jax.random.key(0), (4 * n, 8, 8, 4)),
+                     rows)
+  dy = jax.device_put(jax.random.normal(jax.random.key(1), (4 * n, 8, 8, 6)),
+                      rows)
+  per_image = 8 * 8 * 9 * 4 * 4
+  grad = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3))
+  hlo = grad.lower(x, dy, 1, n * per_image).compile().as_text()
+  assert "all-gather" not in hlo  # no device gathers the others' images
+  expected = _xla_weight_grad(*jax.device_get((x, dy)), 1)
+  for chunk_bytes in (n * per_image, 2 * per_image, None):
+    np.testing.assert_allclose(grad(x, dy, 1, chunk_bytes), expected,
+                               rtol=1e-5, atol=1e-4)
