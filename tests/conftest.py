@@ -6,10 +6,9 @@ import pathlib
 # Must run before jax is imported anywhere: simulate 8 devices on the CPU so
 # sharding code is exercised (tests that need one device use jax.devices()[0]).
 # The tools' default XLA flags too (sla_jax.xla_env), so tests run what users run.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_force_host_platform_device_count=8").strip()
 from sla_jax import xla_env  # pylint: disable=g-import-not-at-top,wrong-import-position
+os.environ["XLA_FLAGS"] = xla_env.with_defaults(
+    os.environ.get("XLA_FLAGS", ""), {"xla_force_host_platform_device_count": "8"})
 xla_env.apply_defaults()
 
 import numpy as np

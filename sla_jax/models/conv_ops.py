@@ -121,8 +121,8 @@ def _reshape(a: jax.Array, shape, dims) -> jax.Array:
   if sharding is None:
     return a.reshape(shape)
   shape = list(shape)
-  if -1 in shape:
-    shape[shape.index(-1)] = a.size // -math.prod(shape)
+  if -1 in shape:  # the one inferred size
+    shape[shape.index(-1)] = a.size // math.prod(s for s in shape if s != -1)
   axes = [None if d is None else sharding.spec[d] for d in dims]
   return lax.reshape(a, tuple(shape), out_sharding=NamedSharding(
       sharding.mesh, P(*axes, *[None] * (len(shape) - len(axes)))))
