@@ -104,7 +104,7 @@ def test_chunked_weight_gradient_equals_xla(stride, images_per_chunk):
       x, dy, stride, images_per_chunk * per_image)
   whole = conv_ops.weight_grad_matmul(x, dy, stride, chunk_bytes=None)
   np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(chunked, _xla_weight_grad(x, dy, 1 * stride),
+  np.testing.assert_allclose(chunked, _xla_weight_grad(x, dy, stride),
                              rtol=1e-5, atol=1e-4)
 
 
