@@ -4,10 +4,14 @@
 #   bash launch/cpu_evidence.sh run [GRID...]    # train (default: every grid below, in order)
 #   bash launch/cpu_evidence.sh collect          # finished runs -> results/<name>/, RESULTS.md
 #   bash launch/cpu_evidence.sh status           # finished / started runs per grid
+#   bash launch/cpu_evidence.sh restore [GRID...] # collected runs -> $EVIDENCE (run does it too)
 #
 # Runs train in $EVIDENCE (default /tmp/evidence/<name>), outside the repo, so
 # that a half-finished run is never committed; rerunning `run` resumes every
 # interrupted run from its checkpoint and skips finished ones (sla-experiments).
+# /tmp does not outlive a session, so `run` first puts back the finished runs
+# already collected into $RESULTS/<name>/runs: a grid spread over sessions
+# retrains only what was not collected (collect after every few runs).
 # `collect` copies each finished run's results.json, metrics.jsonl, config.json
 # and wall_time.json into $RESULTS/<name>/runs/ (default results/) and rewrites
 # its RESULTS.md from them (--summarize_only). The shared data is
@@ -32,6 +36,18 @@ unpack() {
   [ -d /tmp/tinyimagenet100-32 ] || tar xzf "$SHARED/data/tinyimagenet100-32.tar.gz" -C /tmp
 }
 
+restore() {  # collected finished runs of grid $1 -> $EVIDENCE (the harness skips them)
+  local run dst restored=0
+  for run in "$RESULTS/$1"/runs/*/; do
+    [ -f "$run/results.json" ] || continue
+    dst=$EVIDENCE/$1/runs/$(basename "$run")
+    [ -f "$dst/results.json" ] && continue
+    mkdir -p "$dst"; cp "$run"* "$dst/"
+    restored=$((restored + 1))
+  done
+  if [ "$restored" -gt 0 ]; then echo "$1: $restored finished runs restored from $RESULTS/$1"; fi
+}
+
 selected() {  # the GRIDS entries named on the command line (all if none)
   local entry
   for entry in "${GRIDS[@]}"; do
@@ -49,6 +65,7 @@ case "$mode" in
     selected "$@" | while IFS= read -r entry; do
       name=${entry%%:*}; grid=${entry#*:}
       echo "== $name: $grid ($(date))"
+      restore "$name"
       "$PYTHON" -m sla_jax.experiments --grid "$grid" --out "$EVIDENCE/$name"
     done ;;
   collect)
@@ -70,6 +87,8 @@ case "$mode" in
           --summarize_only
       fi
     done ;;
+  restore)
+    selected "$@" | while IFS= read -r entry; do restore "${entry%%:*}"; done ;;
   status)
     selected "$@" | while IFS= read -r entry; do
       name=${entry%%:*}
@@ -78,5 +97,5 @@ case "$mode" in
       echo "$name: $done_ finished, $started started (in $EVIDENCE/$name)"
     done ;;
   *)
-    echo "usage: cpu_evidence.sh run|collect|status [GRID...]" >&2; exit 2 ;;
+    echo "usage: cpu_evidence.sh run|collect|status|restore [GRID...]" >&2; exit 2 ;;
 esac

@@ -82,3 +82,27 @@ def test_cpu_evidence_status_and_collect(tmp_path):
   assert "30.00" in (dst / "RESULTS.md").read_text()
   bad = _evidence(tmp_path, "train")
   assert bad.returncode == 2 and "usage: cpu_evidence.sh" in bad.stderr
+
+
+def test_cpu_evidence_restore_puts_back_collected_runs(tmp_path):
+  """A new session's empty $EVIDENCE gets the collected finished runs back, nothing else."""
+  collected = tmp_path / "results" / "fewshot_cpu" / "runs"
+  (collected / "protonet_rotation_seed0").mkdir(parents=True)
+  (collected / "protonet_rotation_seed0" / "results.json").write_text("{}")
+  (collected / "protonet_rotation_seed0" / "metrics.jsonl").write_text("{}\n")
+  (collected / "sla_rotation_seed0").mkdir()  # no results.json: not finished
+  interrupted = tmp_path / "evidence" / "fewshot_cpu" / "runs" / "sla_rotation_seed1"
+  (interrupted / "checkpoints").mkdir(parents=True)
+  restore = _evidence(tmp_path, "restore", "fewshot_cpu")
+  assert restore.returncode == 0, restore.stderr
+  assert "fewshot_cpu: 1 finished runs restored" in restore.stdout
+  runs = tmp_path / "evidence" / "fewshot_cpu" / "runs"
+  assert sorted(p.name for p in runs.iterdir()) == ["protonet_rotation_seed0",
+                                                    "sla_rotation_seed1"]
+  assert sorted(p.name for p in (runs / "protonet_rotation_seed0").iterdir()) == [
+      "metrics.jsonl", "results.json"]
+  assert (interrupted / "checkpoints").is_dir()  # an interrupted run is left to resume
+  again = _evidence(tmp_path, "restore", "fewshot_cpu")
+  assert again.returncode == 0 and "restored" not in again.stdout  # nothing twice
+  status = _evidence(tmp_path, "status", "fewshot_cpu")
+  assert "fewshot_cpu: 1 finished, 2 started" in status.stdout
