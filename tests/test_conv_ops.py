@@ -1,4 +1,4 @@
-"""sla_jax.models.conv_ops: the matmul weight gradient equals XLA's."""
+"""sla_jax.models.conv_ops: its gradients equal XLA's, and stay canonical inside loops."""
 
 import jax
 import jax.numpy as jnp
@@ -9,43 +9,96 @@ from sla_jax import losses, models
 from sla_jax.models import conv_ops
 
 
-@pytest.mark.parametrize("stride,cin,cout", [(1, 3, 8), (2, 8, 16)])
-def test_gradients_equal_xla(stride, cin, cout):
-  x = jax.random.normal(jax.random.key(0), (4, 16, 16, cin))
-  w = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
-  args = ((stride, stride), ((1, 1), (1, 1)))
-  dn = ("NHWC", "HWIO", "NHWC")
-  ours = lambda x, w: conv_ops.conv_general_dilated(x, w, *args, dimension_numbers=dn)
-  xla = lambda x, w: jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=dn)
-  np.testing.assert_allclose(ours(x, w), xla(x, w), rtol=1e-6)
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding", [
+    (16, 3, 1, ((1, 1), (1, 1))),  # matmul weight gradient
+    (16, 3, 2, ((1, 1), (1, 1))),  # matmul, strided
+    (8, 3, 1, ((1, 1), (1, 1))),   # below MIN_MATMUL_PIXELS: canonical conv
+    (9, 3, 2, ((1, 1), (1, 1))),   # odd size, strided
+    (8, 1, 2, ((0, 0), (0, 0))),   # 1x1 projection shortcut
+    (15, 7, 2, ((3, 3), (3, 3))),  # the ImageNet stem, odd size
+    (10, 5, 1, "SAME"),
+    (11, 3, 2, "VALID"),
+    (12, 3, 3, ((2, 0), (0, 1))),  # uneven padding, stride 3
+])
+def test_gradients_equal_xla(size, kernel, stride, padding):
+  x = jax.random.normal(jax.random.key(0), (4, size, size, 3))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
+  args = ((stride, stride), padding)
+  ours = lambda x, w: conv_ops.conv_general_dilated(x, w, *args, dimension_numbers=DN)
+  xla = lambda x, w: jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=DN)
+  np.testing.assert_array_equal(ours(x, w), xla(x, w))
   loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
   g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, w)
   g_xla = jax.jit(jax.grad(loss(xla), argnums=(0, 1)))(x, w)
   for a, b in zip(g_ours, g_xla):
+    assert a.shape == b.shape and a.dtype == b.dtype
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_small_inputs_keep_xla_gradient(monkeypatch):
+def _grad_step(conv):
+  def step(w, x):
+    loss = lambda w: jnp.mean(conv(jax.nn.relu(conv(x, w)), w) ** 2)
+    return w - 1e-3 * jax.grad(loss)(w)
+  return step
+
+
+def _conv_dim_labels(compiled_text):
+  return {line.split("dim_labels=")[1].split(",")[0]
+          for line in compiled_text.splitlines()
+          if " convolution(" in line}
+
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_backward_convs_stay_canonical_inside_a_loop(size):
+  """In a ``fori_loop`` body (steps_per_call > 1) XLA:CPU leaves its own backward
+  convs non-canonical (generic, slow thunks); ours are NHWC/HWIO convs there too."""
+  x = jax.random.normal(jax.random.key(0), (4, size, size, 8))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 8, 8))
+  conv = lambda f: lambda x, w: f(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN)
+
+  def looped(f):
+    step = _grad_step(conv(f))
+    return jax.jit(lambda w, x, n: jax.lax.fori_loop(0, n, lambda i, w: step(w, x), w))
+
+  text = lambda f: looped(f).lower(w, x, 2).compile().as_text()
+  assert _conv_dim_labels(text(conv_ops.conv_general_dilated)) <= {"b01f_01io->b01f"}
+  if jax.default_backend() == "cpu":  # what this module works around
+    assert _conv_dim_labels(text(jax.lax.conv_general_dilated)) - {"b01f_01io->b01f"}
+  ours = looped(conv_ops.conv_general_dilated)(w, x, 3)
+  ref = looped(jax.lax.conv_general_dilated)(w, x, 3)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_matmul_weight_gradient_only_from_16x16(monkeypatch):
   calls = []
-  monkeypatch.setattr(conv_ops, "_conv3x3", lambda *a: calls.append(a) or None)
-  dn = ("NHWC", "HWIO", "NHWC")
+  real = conv_ops.weight_grad_matmul
+  monkeypatch.setattr(conv_ops, "weight_grad_matmul",
+                      lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
   w = jnp.zeros((3, 3, 2, 2))
-  conv_ops.conv_general_dilated(jnp.zeros((1, 8, 8, 2)), w, (1, 1), ((1, 1), (1, 1)),
-                                dimension_numbers=dn)
-  assert not calls
-  conv_ops.conv_general_dilated(jnp.zeros((1, 16, 16, 2)), w, (1, 1),
-                                ((1, 1), (1, 1)), dimension_numbers=dn)
-  assert len(calls) == 1
+  for size in (8, 16):
+    loss = lambda w, size=size: jnp.sum(conv_ops.conv_general_dilated(
+        jnp.ones((1, size, size, 2)), w, (1, 1), ((1, 1), (1, 1)),
+        dimension_numbers=DN))
+    jax.eval_shape(jax.grad(loss), w)
+  assert calls == [(1, 16, 16, 2)]
 
 
 def test_other_convolutions_fall_back_to_lax():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
-  w = jax.random.normal(jax.random.key(1), (5, 5, 4, 4))
-  out = conv_ops.conv_general_dilated(x, w, (1, 1), ((2, 2), (2, 2)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  ref = jax.lax.conv_general_dilated(x, w, (1, 1), ((2, 2), (2, 2)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_array_equal(out, ref)
+  w = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+  cases = [(x, w, {"rhs_dilation": (2, 2), "dimension_numbers": DN}),
+           (x, w, {"feature_group_count": 2, "dimension_numbers": DN}),
+           (x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1),
+            {"dimension_numbers": ("NCHW", "OIHW", "NCHW")})]
+  for lhs, rhs, kwargs in cases:
+    if kwargs.get("feature_group_count"):
+      rhs = rhs[:, :, :2]
+    out = conv_ops.conv_general_dilated(lhs, rhs, (1, 1), ((2, 2), (2, 2)), **kwargs)
+    ref = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), ((2, 2), (2, 2)), **kwargs)
+    np.testing.assert_array_equal(out, ref)
 
 
 @pytest.mark.slow

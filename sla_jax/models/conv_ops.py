@@ -1,19 +1,28 @@
-"""A 3x3 convolution whose weight gradient is a matrix multiplication over patches.
+"""Convolutions whose gradients XLA's CPU backend computes fast, inside loops too.
 
-XLA's CPU backend computes convolution weight gradients slowly (it transposes
-the activations into the layout of a batch-contracting convolution). Writing
-the gradient as ``dW = patches(x)^T @ dy`` (the nine shifted copies of the
-padded input side by side, times the output gradient) is faster on CPU for
-inputs of 16x16 and larger; below that XLA's own is as fast or faster, so
-smaller inputs keep it (:data:`MIN_MATMUL_PIXELS`). The batch is processed in
-chunks whose patches stay small (:data:`PATCH_CHUNK_BYTES`), so each chunk's
-patches are still in cache when its matmul reads them. The forward and the
-input gradient stay XLA's own convolutions. Pass :func:`conv_general_dilated`
-to ``flax.linen.Conv(conv_general_dilated=...)``; any other convolution than a
-3x3 NHWC/HWIO one with padding 1 falls back to ``lax.conv_general_dilated``.
-Measurements: BENCHMARKS.md ("Where the CPU time goes").
+Two things XLA:CPU does slowly are done here by hand, bit-identical to XLA's own
+gradients where both are exact (tested):
+
+* Weight gradient of a 3x3 convolution as a matrix multiplication over patches:
+  ``dW = patches(x)^T @ dy`` (the nine shifted copies of the padded input side
+  by side, times the output gradient) is faster on CPU for inputs of 16x16 and
+  larger; smaller inputs keep the convolution form (:data:`MIN_MATMUL_PIXELS`).
+  The batch is processed in chunks whose patches stay small
+  (:data:`PATCH_CHUNK_BYTES`), so each chunk's patches are still in cache when
+  its matmul reads them.
+* Every backward convolution in canonical form (NHWC input, HWIO kernel): the
+  input gradient as a convolution of the output gradient with the flipped,
+  in/out-swapped kernel; the weight gradient as a convolution with channels as
+  the batch and images as the features. XLA rewrites its own backward
+  convolutions into that form only outside loops: inside a ``while`` body
+  (``config.steps_per_call > 1``) they stayed non-canonical and ran as generic
+  convolution thunks, tens of times slower.
+
+Pass :func:`conv_general_dilated` to ``flax.linen.Conv(conv_general_dilated=...)``;
+convolutions other than NHWC/HWIO without dilation or feature groups fall back
+to ``lax.conv_general_dilated``. Measurements: BENCHMARKS.md ("Where the CPU
+time goes", "Several steps per jitted call").
 """
-
 from __future__ import annotations
 
 import functools
@@ -24,7 +33,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-__all__ = ["conv_general_dilated", "weight_grad_matmul", "MIN_MATMUL_PIXELS",
+__all__ = ["conv_general_dilated", "canonical_conv", "input_grad",
+           "weight_grad_conv", "weight_grad_matmul", "MIN_MATMUL_PIXELS",
            "PATCH_CHUNK_BYTES"]
 
 # Input H*W from which the matmul weight gradient is used (the measured
@@ -33,11 +43,6 @@ MIN_MATMUL_PIXELS = 16 * 16
 # Largest patches matrix built at once: the batch is split into the fewest
 # equal chunks whose patches fit (at least one image per chunk).
 PATCH_CHUNK_BYTES = 8 * 2**20
-
-
-def _conv(x, w, stride):
-  return lax.conv_general_dilated(x, w, (stride, stride), ((1, 1), (1, 1)),
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _images_per_chunk(batch: int, patch_bytes_per_image: int,
@@ -128,42 +133,110 @@ def _reshape(a: jax.Array, shape, dims) -> jax.Array:
       sharding.mesh, P(*axes, *[None] * (len(shape) - len(axes)))))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3x3(x, w, stride):
-  return _conv(x, w, stride)
+_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv3x3_fwd(x, w, stride):
-  return _conv(x, w, stride), (x, w)
+def _pads(x_shape, kernel_hw, strides, padding):
+  """``padding`` ('SAME', 'VALID' or pairs) as explicit (low, high) pairs."""
+  if isinstance(padding, str):
+    return tuple(lax.padtype_to_pads(x_shape[1:3], kernel_hw, strides, padding))
+  return tuple(tuple(int(p) for p in pair) for pair in padding)
 
 
-def _conv3x3_bwd(stride, residuals, dy):
+def input_grad(dy: jax.Array, w: jax.Array, x_shape, strides, padding
+               ) -> jax.Array:
+  """Gradient of an NHWC/HWIO conv w.r.t. its input, as one canonical conv.
+
+  The output gradient, dilated by the stride, convolved with the kernel
+  flipped in space and with in/out channels swapped.
+  """
+  pads = []
+  for axis, (k, s, (low, _)) in enumerate(zip(w.shape[:2], strides, padding)):
+    size, out = x_shape[1 + axis], dy.shape[1 + axis]
+    pads.append((k - 1 - low, size + low - (out - 1) * s - 1))
+  flipped = jnp.swapaxes(w[::-1, ::-1], 2, 3)
+  return lax.conv_general_dilated(dy, flipped, (1, 1), pads,
+                                  lhs_dilation=tuple(strides),
+                                  dimension_numbers=_NHWC)
+
+
+def weight_grad_conv(x: jax.Array, dy: jax.Array, kernel_hw, strides, padding
+                     ) -> jax.Array:
+  """Gradient of an NHWC/HWIO conv w.r.t. its ``[kh, kw, C, D]`` kernel, as one canonical conv.
+
+  Channels play the batch and images the input features: ``x`` as ``[C, H, W,
+  N]`` convolved with ``dy`` as an ``[Ho, Wo, N, D]`` kernel dilated by the
+  stride.
+  """
+  pads = []
+  for axis, (k, s, (low, _)) in enumerate(zip(kernel_hw, strides, padding)):
+    size, out = x.shape[1 + axis], dy.shape[1 + axis]
+    pads.append((low, k + (out - 1) * s - size - low))
+  grad = lax.conv_general_dilated(
+      jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), (1, 1),
+      pads, rhs_dilation=tuple(strides), dimension_numbers=_NHWC)
+  return jnp.transpose(grad, (1, 2, 0, 3))
+
+
+def _forward(x, w, strides, padding, precision=None):
+  return lax.conv_general_dilated(x, w, strides, padding, precision=precision,
+                                  dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _canonical_conv(x, w, strides, padding, precision):
+  return _forward(x, w, strides, padding, precision)
+
+
+def _canonical_conv_fwd(x, w, strides, padding, precision):
+  return _forward(x, w, strides, padding, precision), (x, w)
+
+
+def _canonical_conv_bwd(strides, padding, precision, residuals, dy):
+  del precision  # the backward convs run at the default precision, as XLA's
   x, w = residuals
-  _, input_vjp = jax.vjp(lambda x: _conv(x, w, stride), x)
-  return input_vjp(dy)[0], weight_grad_matmul(x, dy, stride).astype(w.dtype)
+  dy = dy.astype(x.dtype)
+  dx = input_grad(dy, w, x.shape, strides, padding)
+  if _uses_matmul_weight_grad(x, w, strides, padding):
+    dw = weight_grad_matmul(x, dy, strides[0])
+  else:
+    dw = weight_grad_conv(x, dy, w.shape[:2], strides, padding)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+_canonical_conv.defvjp(_canonical_conv_fwd, _canonical_conv_bwd)
+
+
+def _uses_matmul_weight_grad(x, w, strides, padding) -> bool:
+  return (tuple(w.shape[:2]) == (3, 3) and tuple(padding) == ((1, 1), (1, 1))
+          and strides[0] == strides[1]
+          and x.shape[1] * x.shape[2] >= MIN_MATMUL_PIXELS)
+
+
+def canonical_conv(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME",
+                   precision=None) -> jax.Array:
+  """An NHWC/HWIO convolution whose gradients are canonical convs or, for 3x3
+  padding-1 kernels on inputs of :data:`MIN_MATMUL_PIXELS` and more, the
+  matmul weight gradient (module doc)."""
+  strides = tuple(int(s) for s in strides)
+  return _canonical_conv(x, w, strides, _pads(x.shape, w.shape[:2], strides,
+                                              padding), precision)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
-                         feature_group_count=1, **kwargs):
+                         feature_group_count=1, precision=None, **kwargs):
   """Drop-in for ``lax.conv_general_dilated`` (as Flax calls it), see module doc."""
-  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape,
-                                    ("NHWC", "HWIO", "NHWC"))
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
   supported = (
-      lhs.ndim == 4 and tuple(rhs.shape[:2]) == (3, 3)
-      and lhs.shape[1] * lhs.shape[2] >= MIN_MATMUL_PIXELS
-      and dimension_numbers in (nhwc, ("NHWC", "HWIO", "NHWC"))
+      lhs.ndim == 4 and not kwargs
+      and dimension_numbers in (nhwc, _NHWC)
       and feature_group_count == 1
-      and tuple(map(tuple, padding)) == ((1, 1), (1, 1))
-      and len(set(window_strides)) == 1
       and all(d in (None, 1) for d in (lhs_dilation or [None]))
       and all(d in (None, 1) for d in (rhs_dilation or [None])))
   if not supported:
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count, **kwargs)
-  return _conv3x3(lhs, rhs, int(window_strides[0]))
+        feature_group_count=feature_group_count, precision=precision, **kwargs)
+  return canonical_conv(lhs, rhs, window_strides, padding, precision)
