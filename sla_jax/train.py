@@ -25,8 +25,8 @@ compiled loop body for every ``k``, so the results are bit for bit the same
 however the steps fall into calls, across resumption too (tested). K = 1
 calls the step directly; it agrees with K > 1 to float32 rounding (XLA
 compiles the step alone and the loop body differently), not bit for bit.
-XLA's CPU backend runs such loops ~10x slower than the step itself
-(BENCHMARKS.md): keep K = 1 on the CPU.
+On the CPU the loop needs the default ``model.conv_weight_grad``: XLA's own
+backward convolutions run slowly inside loop bodies (BENCHMARKS.md).
 
 The config is resolved once (:func:`sla_jax.spec.resolve`) into the objective
 and the model; evaluation is :mod:`sla_jax.evaluation`'s.
