@@ -89,6 +89,23 @@ def official_step(path: str, depth: int, batch_size: int, device: str):
   return lambda: engine._process_function(engine, batch)["loss"]  # pylint: disable=protected-access
 
 
+def time_alternating(calls: dict, rounds: int, warmup: int = 3) -> dict:
+  """``{name: [seconds]}``: each synchronous ``call()`` once per round, in turn.
+
+  ``warmup`` untimed rounds first (compilation, cuDNN's autotuning).
+  """
+  for _ in range(warmup):
+    for call in calls.values():
+      call()
+  times = {name: [] for name in calls}
+  for _ in range(rounds):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - start)
+  return times
+
+
 def main():
   xla_env.apply_defaults()  # what sla-train and sla-bench run with
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -138,15 +155,7 @@ def main():
   if args.official:
     calls["official"] = official_step(args.official, args.depth,
                                       args.batch_size, device)
-  for _ in range(3):  # compile / warm up all (and cuDNN's autotuning)
-    for call in calls.values():
-      call()
-  times = {name: [] for name in calls}
-  for _ in range(args.rounds):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      call()
-      times[name].append(time.perf_counter() - start)
+  times = time_alternating(calls, args.rounds)
   result = {"batch_size": args.batch_size, "views": 4 * args.batch_size,
             "depth": args.depth, "jax_dtype": args.jax_dtype,
             "jax_fast_variance": args.fast_variance,

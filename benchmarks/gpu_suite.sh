@@ -5,11 +5,18 @@
 #   SLA_SHARED_DIR=../shared OUT=/tmp/gpu bash benchmarks/gpu_suite.sh train \
 #       OBJECTIVE STEPS [extra trainer flags...]
 #
-# bench: environment, `sla-bench` on the protocol config (ResNet-32, 128 images
-# x 4 rotations) in float32 and bfloat16, and the PyTorch side by side
-# (benchmarks/compare_torch.py) against the original's fp32 default and bf16
-# autocast. JSON lines go to $OUT/bench.jsonl and $OUT/compare.jsonl; the
-# jax.profiler per-op breakdown (benchmarks/profile_step.py) to $OUT/profile_k{1,16}.json.
+# bench (about 8 minutes on an H100; 7 files in $OUT, what the device tool
+# returns at most is 8): env.txt; bench.jsonl: `sla-bench` on the protocol
+# config (ResNet-32, 128 images x 4 rotations), bf16 at steps_per_call K = 1
+# and 16 (the per-step floor), baseline / SLA+SD / float32 / top_k draw at
+# K = 16; compare.jsonl: the PyTorch side by side (benchmarks/compare_torch.py)
+# against the original's fp32 default and bf16 autocast channels-last, and
+# with OFFICIAL=PATH (a hankook/SLA checkout carried along) the original code's
+# own step too; resnet50.jsonl: our ResNet-50 SLA step vs torchvision's at
+# its fastest eager setting (benchmarks/compare_resnet50.py);
+# batch_draw.jsonl; profile_k{1,16}.json: the jax.profiler per-op breakdown
+# (benchmarks/profile_step.py; traces stay in /tmp). Every command has a time
+# limit (STEP_TIMEOUT seconds, default 150) so one stuck part loses only itself.
 # train: the paper protocol (configs/cifar.py) on the shared CIFAR-10 JPEGs in
 # workdir $RUNS/OBJECTIVE (resumes from $RUNS/OBJECTIVE.tgz if present); leaves
 # OBJECTIVE.{metrics.jsonl,results.json,tgz} in $OUT.
@@ -21,33 +28,37 @@ export PYTHONUNBUFFERED=1
 mode=${1:-bench}; shift || true
 
 if [ "$mode" = bench ]; then
+  limit() { timeout "${STEP_TIMEOUT:-150}" "$@"; }
   { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
       --format=csv,noheader
     python3 -c "import sys, jax, flax, optax, torch; print(sys.version.split()[0], \
 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, \
 'torch', torch.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.txt"
-  for spec in "sla float32" "sla bfloat16" "sla_sd bfloat16" "baseline bfloat16"; do
-    set -- $spec
-    python3 -m sla_jax.bench --config "configs/cifar.py:objective=$1" \
-      --config.model.dtype="$2" --steps 100 --warmup 5 --json \
-      | tee -a "$OUT/bench.jsonl"
+  bench() {  # objective dtype steps_per_call [flags...]
+    local objective=$1 dtype=$2 k=$3; shift 3
+    limit python3 -m sla_jax.bench --config "configs/cifar.py:objective=$objective" \
+      --config.model.dtype="$dtype" --config.steps_per_call="$k" \
+      --steps $((1600 / k)) --warmup 2 --json "$@" | tee -a "$OUT/bench.jsonl"
+  }
+  bench sla bfloat16 1
+  bench sla bfloat16 16
+  bench baseline bfloat16 16
+  bench sla_sd bfloat16 16
+  bench sla float32 16
+  bench sla bfloat16 16 --config.batch_draw=top_k
+  official=${OFFICIAL:+--official $OFFICIAL}
+  for variant in fp32 bf16_channels_last; do
+    limit python3 -m benchmarks.compare_torch --batch_size 128 --rounds 50 \
+      --jax_dtype bfloat16 --torch_variant $variant $official --json \
+      | tee -a "$OUT/compare.jsonl"
   done
-  for spec in "float32 fp32" "bfloat16 fp32" "bfloat16 bf16" \
-              "bfloat16 bf16_channels_last"; do
-    set -- $spec
-    python3 -m benchmarks.compare_torch --batch_size 128 --rounds 100 \
-      --jax_dtype "$1" --torch_variant "$2" --json | tee -a "$OUT/compare.jsonl"
-  done
-  # The sort-free batch draw (config.batch_draw=top_k): alone, then in the step.
-  python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"
-  python3 -m sla_jax.bench --config configs/cifar.py:objective=sla \
-    --config.model.dtype=bfloat16 --config.batch_draw=top_k --steps 100 \
-    --warmup 5 --json | tee -a "$OUT/bench.jsonl"
-  # Per-op breakdown (kernels per GPU stream) at K = 1 and K = 16 steps per call.
+  limit python3 -m benchmarks.compare_resnet50 --batch_size 64 --rounds 20 \
+    --json | tee -a "$OUT/resnet50.jsonl"
+  limit python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"
   for k in 1 16; do
-    python3 -m benchmarks.profile_step --config configs/cifar.py:objective=sla \
+    limit python3 -m benchmarks.profile_step --config configs/cifar.py:objective=sla \
       --config.model.dtype=bfloat16 --config.steps_per_call=$k --calls 4 \
-      --out "$OUT/trace_k$k" --json > "$OUT/profile_k$k.json"
+      --out "/tmp/gpu_trace_k$k" --json > "$OUT/profile_k$k.json"
   done
 elif [ "$mode" = train ]; then
   objective=$1; steps=$2; shift 2

@@ -10,6 +10,9 @@ match ``../shared/reference`` so its weights load directly.
 
 from __future__ import annotations
 
+import sys
+import types
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -117,3 +120,16 @@ def load_reference_weights(model: nn.Module, reference, mode: str = "sla"):
   if unexpected or any("num_batches_tracked" not in k for k in missing):
     raise ValueError(f"reference weights do not fit: missing {missing}, "
                      f"unexpected {unexpected}")
+
+
+def import_torchvision():
+  """``torchvision``, importable beside the CPU-only torch wheel too.
+
+  Its compiled ops do not load beside that wheel, so its operator
+  meta-registrations (detection ops, which the ResNets never use) are stubbed
+  before the import.
+  """
+  sys.modules.setdefault("torchvision._meta_registrations",
+                         types.ModuleType("torchvision._meta_registrations"))
+  import torchvision  # pylint: disable=g-import-not-at-top
+  return torchvision

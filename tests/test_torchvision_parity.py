@@ -6,9 +6,6 @@ torch wheel, so its operator meta-registrations (detection ops, unused by the
 ResNets) are stubbed before the import.
 """
 
-import sys
-import types
-
 import jax
 import numpy as np
 import pytest
@@ -20,13 +17,11 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def torchvision_models():
-  sys.modules.setdefault("torchvision._meta_registrations",
-                         types.ModuleType("torchvision._meta_registrations"))
+  from benchmarks import torch_sla  # pylint: disable=g-import-not-at-top
   try:
-    from torchvision import models as tv_models  # pylint: disable=g-import-not-at-top
+    return torch_sla.import_torchvision().models
   except Exception as e:  # pylint: disable=broad-except
     pytest.skip(f"torchvision does not import here: {e}")
-  return tv_models
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
