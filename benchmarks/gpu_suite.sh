@@ -5,8 +5,7 @@
 #   SLA_SHARED_DIR=../shared OUT=/tmp/gpu bash benchmarks/gpu_suite.sh train \
 #       OBJECTIVE STEPS [extra trainer flags...]
 #
-# bench (about 8 minutes on an H100; 7 files in $OUT, what the device tool
-# returns at most is 8): env.txt; bench.jsonl: `sla-bench` on the protocol
+# bench (7 files in $OUT; the device tool returns at most 8): env.txt; bench.jsonl: `sla-bench` on the protocol
 # config (ResNet-32, 128 images x 4 rotations), bf16 at steps_per_call K = 1
 # and 16 (the per-step floor), baseline / SLA+SD / float32 / top_k draw at
 # K = 16; compare.jsonl: the PyTorch side by side (benchmarks/compare_torch.py)
@@ -15,8 +14,10 @@
 # own step too; resnet50.jsonl: our ResNet-50 SLA step vs torchvision's at
 # its fastest eager setting (benchmarks/compare_resnet50.py);
 # batch_draw.jsonl; profile_k{1,16}.json: the jax.profiler per-op breakdown
-# (benchmarks/profile_step.py; traces stay in /tmp). Every command has a time
-# limit (STEP_TIMEOUT seconds, default 150) so one stuck part loses only itself.
+# (benchmarks/profile_step.py; traces stay in /tmp). The parts run in that
+# order (most needed first) within DEADLINE seconds in all (default 540, under
+# the device tool's 10 minutes a command), each within STEP_TIMEOUT (default
+# 150) of them: a slow or stuck part loses only itself and what follows it.
 # train: the paper protocol (configs/cifar.py) on the shared CIFAR-10 JPEGs in
 # workdir $RUNS/OBJECTIVE (resumes from $RUNS/OBJECTIVE.tgz if present); leaves
 # OBJECTIVE.{metrics.jsonl,results.json,tgz} in $OUT.
@@ -28,7 +29,11 @@ export PYTHONUNBUFFERED=1
 mode=${1:-bench}; shift || true
 
 if [ "$mode" = bench ]; then
-  limit() { timeout "${STEP_TIMEOUT:-150}" "$@"; }
+  limit() {  # the command, within STEP_TIMEOUT and what is left of DEADLINE
+    local left=$(( ${DEADLINE:-540} - SECONDS )) step=${STEP_TIMEOUT:-150}
+    if [ "$left" -le 5 ]; then echo "gpu_suite: deadline reached, skipped: $*" >&2; return 0; fi
+    timeout $(( left < step ? left : step )) "$@"
+  }
   { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
       --format=csv,noheader
     python3 -c "import sys, jax, flax, optax, torch; print(sys.version.split()[0], \
