@@ -5,6 +5,7 @@
 #   bash launch/cpu_evidence.sh collect          # finished runs -> results/<name>/, RESULTS.md
 #   bash launch/cpu_evidence.sh status           # finished / started runs per grid
 #   bash launch/cpu_evidence.sh restore [GRID...] # collected runs -> $EVIDENCE (run does it too)
+#   bash launch/cpu_evidence.sh pin GRID         # the grid's code: its commit and worktree
 #
 # Runs train in $EVIDENCE (default /tmp/evidence/<name>), outside the repo, so
 # that a half-finished run is never committed; rerunning `run` resumes every
@@ -12,6 +13,12 @@
 # /tmp does not outlive a session, so `run` first puts back the finished runs
 # already collected into $RESULTS/<name>/runs: a grid spread over sessions
 # retrains only what was not collected (collect after every few runs).
+# Every run of a grid uses the same code: the first `run` pins the commit it
+# started from in $RESULTS/<name>/code_commit (commit that file with the runs),
+# and each `run` trains from a git worktree of that commit ($WORKTREES, default
+# /tmp/sla_worktrees/<commit>), so a later change to the numerics of main
+# never mixes into a grid half done. Delete code_commit to restart a grid on
+# newer code (and its collected runs with it).
 # `collect` copies each finished run's results.json, metrics.jsonl, config.json
 # and wall_time.json into $RESULTS/<name>/runs/ (default results/) and rewrites
 # its RESULTS.md from them (--summarize_only). The shared data is
@@ -30,6 +37,21 @@ GRIDS=(
   "long_tail_cpu_r10:configs/grid_long_tail_cpu.py:ratio=10,data=/tmp/cifar10"
   "augment_cpu:configs/grid_augment_cpu.py:data=/tmp/cifar10"
 )
+
+pin() {  # grid $1's pinned commit (HEAD on first use) -> its worktree's path
+  local file=$RESULTS/$1/code_commit commit tree
+  if [ -f "$file" ]; then
+    commit=$(cat "$file")
+  else
+    commit=$(git rev-parse HEAD); mkdir -p "$RESULTS/$1"; echo "$commit" > "$file"
+  fi
+  tree=${WORKTREES:-/tmp/sla_worktrees}/$commit
+  if [ ! -d "$tree" ]; then
+    git worktree add --detach "$tree" "$commit" >/dev/null 2>&1 || {
+      echo "cpu_evidence.sh: cannot check out $commit (pinned in $file)" >&2; exit 2; }
+  fi
+  echo "$tree"
+}
 
 unpack() {
   [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp
@@ -66,8 +88,14 @@ case "$mode" in
       name=${entry%%:*}; grid=${entry#*:}
       echo "== $name: $grid ($(date))"
       restore "$name"
-      "$PYTHON" -m sla_jax.experiments --grid "$grid" --out "$EVIDENCE/$name"
+      tree=$(pin "$name")
+      echo "   code: $(cat "$RESULTS/$name/code_commit") ($tree)"
+      (cd "$tree" && "$PYTHON" -m sla_jax.experiments --grid "$grid" \
+        --out "$EVIDENCE/$name")
     done ;;
+  pin)
+    [ $# -eq 1 ] || { echo "usage: cpu_evidence.sh pin GRID" >&2; exit 2; }
+    pin "$1" ;;
   collect)
     selected "$@" | while IFS= read -r entry; do
       name=${entry%%:*}; grid=${entry#*:}
@@ -97,5 +125,5 @@ case "$mode" in
       echo "$name: $done_ finished, $started started (in $EVIDENCE/$name)"
     done ;;
   *)
-    echo "usage: cpu_evidence.sh run|collect|status|restore [GRID...]" >&2; exit 2 ;;
+    echo "usage: cpu_evidence.sh run|collect|status|restore [GRID...] | pin GRID" >&2; exit 2 ;;
 esac

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import shlex
 import subprocess
 import sys
@@ -54,7 +55,8 @@ def test_the_pod_command_parses_locally(tmp_path):
 
 def _evidence(tmp_path, *args):
   env = dict(os.environ, EVIDENCE=str(tmp_path / "evidence"),
-             RESULTS=str(tmp_path / "results"), PYTHON=sys.executable)
+             RESULTS=str(tmp_path / "results"), PYTHON=sys.executable,
+             WORKTREES=str(tmp_path / "worktrees"))
   return subprocess.run(["bash", str(REPO / "launch" / "cpu_evidence.sh"), *args],
                         env=env, capture_output=True, text=True, timeout=300)
 
@@ -106,3 +108,25 @@ def test_cpu_evidence_restore_puts_back_collected_runs(tmp_path):
   assert again.returncode == 0 and "restored" not in again.stdout  # nothing twice
   status = _evidence(tmp_path, "status", "fewshot_cpu")
   assert "fewshot_cpu: 1 finished, 2 started" in status.stdout
+
+
+def test_cpu_evidence_pins_a_grid_to_one_commit(tmp_path):
+  """The first pin records HEAD; later pins reuse that commit's worktree, whatever HEAD is."""
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                        text=True, check=True).stdout.strip()
+  first = _evidence(tmp_path, "pin", "fewshot_cpu")
+  assert first.returncode == 0, first.stderr
+  tree = pathlib.Path(first.stdout.strip())
+  assert tree == tmp_path / "worktrees" / head
+  assert (tmp_path / "results" / "fewshot_cpu" / "code_commit").read_text().strip() == head
+  try:
+    assert (tree / "sla_jax" / "train.py").is_file()
+    again = _evidence(tmp_path, "pin", "fewshot_cpu")
+    assert again.returncode == 0 and again.stdout.strip() == str(tree)
+    (tmp_path / "results" / "augment_cpu").mkdir(parents=True)
+    (tmp_path / "results" / "augment_cpu" / "code_commit").write_text("0" * 40 + "\n")
+    bad = _evidence(tmp_path, "pin", "augment_cpu")
+    assert bad.returncode == 2 and "cannot check out 0000" in bad.stderr
+  finally:
+    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO,
+                   capture_output=True, check=False)
