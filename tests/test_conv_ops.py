@@ -13,9 +13,9 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.mark.parametrize("size,kernel,stride,padding", [
-    (16, 3, 1, ((1, 1), (1, 1))),  # matmul weight gradient
+    (16, 3, 1, ((1, 1), (1, 1))),  # 3x3, padding 1: matmul or not (below)
     (16, 3, 2, ((1, 1), (1, 1))),  # matmul, strided
-    (8, 3, 1, ((1, 1), (1, 1))),   # below MIN_MATMUL_PIXELS: canonical conv
+    (8, 3, 1, ((1, 1), (1, 1))),
     (9, 3, 2, ((1, 1), (1, 1))),   # odd size, strided
     (8, 1, 2, ((0, 0), (0, 0))),   # 1x1 projection shortcut
     (15, 7, 2, ((3, 3), (3, 3))),  # the ImageNet stem, odd size
@@ -23,7 +23,11 @@ DN = ("NHWC", "HWIO", "NHWC")
     (11, 3, 2, "VALID"),
     (12, 3, 3, ((2, 0), (0, 1))),  # uneven padding, stride 3
 ])
-def test_gradients_equal_xla(size, kernel, stride, padding):
+@pytest.mark.parametrize("matmul_from", [0, 2**40])  # matmul always / never
+def test_gradients_equal_xla(size, kernel, stride, padding, matmul_from,
+                             monkeypatch):
+  monkeypatch.setattr(conv_ops, "MIN_MATMUL_PIXELS", matmul_from)
+  monkeypatch.setattr(conv_ops, "MIN_MATMUL_PATCH_BYTES", matmul_from)
   x = jax.random.normal(jax.random.key(0), (4, size, size, 3))
   w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
   args = ((stride, stride), padding)
@@ -72,18 +76,23 @@ def test_backward_convs_stay_canonical_inside_a_loop(size):
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_matmul_weight_gradient_only_from_16x16(monkeypatch):
+def test_matmul_weight_gradient_for_large_inputs_or_patches(monkeypatch):
   calls = []
   real = conv_ops.weight_grad_matmul
   monkeypatch.setattr(conv_ops, "weight_grad_matmul",
                       lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+  # 2 images x 8 x 8 output pixels x 9 taps x 2 channels x 4 bytes
+  monkeypatch.setattr(conv_ops, "MIN_MATMUL_PATCH_BYTES", 2 * 64 * 9 * 2 * 4)
   w = jnp.zeros((3, 3, 2, 2))
-  for size in (8, 16):
-    loss = lambda w, size=size: jnp.sum(conv_ops.conv_general_dilated(
-        jnp.ones((1, size, size, 2)), w, (1, 1), ((1, 1), (1, 1)),
-        dimension_numbers=DN))
+  for batch, size, stride in ((1, 8, 1), (2, 8, 1), (4, 9, 2), (6, 9, 2),
+                              (1, 16, 2)):
+    loss = lambda w, s=(batch, size, size, 2), t=stride: jnp.sum(
+        conv_ops.conv_general_dilated(jnp.ones(s), w, (t, t), ((1, 1), (1, 1)),
+                                      dimension_numbers=DN))
     jax.eval_shape(jax.grad(loss), w)
-  assert calls == [(1, 16, 16, 2)]
+  # 9 px at stride 2: 5 x 5 outputs, so 4 images are 100 rows, 6 are 150;
+  # 16 x 16 inputs always (MIN_MATMUL_PIXELS)
+  assert calls == [(2, 8, 8, 2), (6, 9, 9, 2), (1, 16, 16, 2)]
 
 
 def test_other_convolutions_fall_back_to_lax():

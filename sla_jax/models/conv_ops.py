@@ -6,7 +6,9 @@ gradients where both are exact (tested):
 * Weight gradient of a 3x3 convolution as a matrix multiplication over patches:
   ``dW = patches(x)^T @ dy`` (the nine shifted copies of the padded input side
   by side, times the output gradient) is faster on CPU for inputs of 16x16 and
-  larger; smaller inputs keep the convolution form (:data:`MIN_MATMUL_PIXELS`).
+  larger and for smaller inputs whose patches matrix is large; other layers
+  keep the convolution form (:data:`MIN_MATMUL_PIXELS`,
+  :data:`MIN_MATMUL_PATCH_BYTES`).
   The batch is processed in chunks whose patches stay small
   (:data:`PATCH_CHUNK_BYTES`), so each chunk's patches are still in cache when
   its matmul reads them.
@@ -35,11 +37,16 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 __all__ = ["conv_general_dilated", "canonical_conv", "input_grad",
            "weight_grad_conv", "weight_grad_matmul", "MIN_MATMUL_PIXELS",
+           "MIN_MATMUL_PATCH_BYTES",
            "PATCH_CHUNK_BYTES"]
 
-# Input H*W from which the matmul weight gradient is used (the measured
-# crossover, `python -m benchmarks.xla_conv_grad`).
+# The matmul weight gradient is used for inputs of MIN_MATMUL_PIXELS (H * W)
+# and more, and for smaller ones whose whole patches matrix (output rows x 9 C
+# x itemsize, the global batch) reaches MIN_MATMUL_PATCH_BYTES: the choices
+# that were fastest in whole training steps (BENCHMARKS.md, "Where the CPU
+# time goes").
 MIN_MATMUL_PIXELS = 16 * 16
+MIN_MATMUL_PATCH_BYTES = 32 * 2**20
 # Largest patches matrix built at once: the batch is split into the fewest
 # equal chunks whose patches fit (at least one image per chunk).
 PATCH_CHUNK_BYTES = 8 * 2**20
@@ -208,16 +215,20 @@ _canonical_conv.defvjp(_canonical_conv_fwd, _canonical_conv_bwd)
 
 
 def _uses_matmul_weight_grad(x, w, strides, padding) -> bool:
-  return (tuple(w.shape[:2]) == (3, 3) and tuple(padding) == ((1, 1), (1, 1))
-          and strides[0] == strides[1]
-          and x.shape[1] * x.shape[2] >= MIN_MATMUL_PIXELS)
+  if not (tuple(w.shape[:2]) == (3, 3) and tuple(padding) == ((1, 1), (1, 1))
+          and strides[0] == strides[1]):
+    return False
+  if x.shape[1] * x.shape[2] >= MIN_MATMUL_PIXELS:
+    return True
+  rows = x.shape[0] * math.prod(-(-n // strides[0]) for n in x.shape[1:3])
+  return rows * 9 * x.shape[-1] * x.dtype.itemsize >= MIN_MATMUL_PATCH_BYTES
 
 
 def canonical_conv(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME",
                    precision=None) -> jax.Array:
   """An NHWC/HWIO convolution whose gradients are canonical convs or, for 3x3
-  padding-1 kernels on inputs of :data:`MIN_MATMUL_PIXELS` and more, the
-  matmul weight gradient (module doc)."""
+  padding-1 kernels on large inputs or with large patches, the matmul weight
+  gradient (module doc)."""
   strides = tuple(int(s) for s in strides)
   return _canonical_conv(x, w, strides, _pads(x.shape, w.shape[:2], strides,
                                               padding), precision)
