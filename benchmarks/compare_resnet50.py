@@ -36,7 +36,6 @@ from benchmarks import compare_torch, torch_sla
 from sla_jax import bench, xla_env
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-VARIANTS = ("fp32", "channels_last", "bf16", "bf16_channels_last")
 
 
 def imagenet_config(batch_size: int, image_size: int, dtype: str):
@@ -56,17 +55,8 @@ def jax_step(batch_size: int, image_size: int, num_classes: int, dtype: str,
   """``call() -> loss``: one step of the trainer's jitted ResNet-50 SLA step."""
   config = imagenet_config(batch_size, image_size, dtype)
   config.lr = lr
-  shape = (image_size, image_size, 3)
-  images, labels = bench.synthetic_data(batch_size, shape, num_classes)
-  setup = bench.build_train_step(config, images, labels, num_classes, shape)
-  holder = {"state": setup.state}
-
-  def call():
-    holder["state"], losses = setup.step(holder["state"], *setup.data,
-                                         setup.seed_key, 1)
-    return float(losses[0])
-
-  return call
+  return compare_torch.config_step(config, (image_size, image_size, 3),
+                                   num_classes)
 
 
 def torch_step(batch_size: int, image_size: int, num_classes: int,
@@ -106,33 +96,20 @@ def torch_step(batch_size: int, image_size: int, num_classes: int,
 
 def main():
   xla_env.apply_defaults()  # what sla-train and sla-bench run with
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch_size", type=int, default=64)
+  parser = argparse.ArgumentParser(prog="compare_resnet50",
+                                   description=__doc__.splitlines()[0])
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--num_classes", type=int, default=1000)
-  parser.add_argument("--rounds", type=int, default=20)
-  parser.add_argument("--jax_dtype", default="bfloat16",
-                      choices=["float32", "bfloat16"])
-  parser.add_argument("--torch_variant", default="bf16_channels_last",
-                      choices=VARIANTS)
   parser.add_argument("--torch_compile", action="store_true",
                       help="torch.compile the model (default: eager).")
-  parser.add_argument("--torch_device", default="auto",
-                      help="cpu, cuda, or auto (cuda when available).")
-  parser.add_argument("--json", action="store_true")
-  parser.add_argument("--require_quiet", action="store_true",
-                      help="Refuse to time on a busy machine (exit 2).")
+  compare_torch.add_side_by_side_flags(parser, batch_size=64, rounds=20,
+                                       jax_dtype="bfloat16",
+                                       torch_variant="bf16_channels_last")
   args = parser.parse_args()
   if min(args.batch_size, args.image_size, args.num_classes, args.rounds) < 1:
     parser.exit(2, "compare_resnet50: error: --batch_size, --image_size, "
                 "--num_classes and --rounds must be >= 1.\n")
-  load = bench.machine_load()
-  if args.require_quiet and load["busy"]:
-    parser.exit(2, f"compare_resnet50: error: the machine is busy ({load}); "
-                f"stop other work or drop --require_quiet.\n")
-  device = (("cuda" if torch.cuda.is_available() else "cpu")
-            if args.torch_device == "auto" else args.torch_device)
-  torch.backends.cudnn.benchmark = True  # PyTorch's faster setting
+  load, device = compare_torch.start_side_by_side(parser, args)
   shape = (args.batch_size, args.image_size, args.num_classes)
   calls = {"jax": jax_step(*shape, args.jax_dtype),
            "torch": torch_step(*shape, args.torch_variant, args.torch_compile,

@@ -59,8 +59,15 @@ def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False):
   config.model.use_fast_variance = fast_variance
   config.model.depth, config.batch_size, config.model.dtype = depth, batch_size, dtype
   config.objective, config.transform, config.num_devices = "sla", "rotation", 1
-  images, labels = bench.synthetic_data(batch_size, (32, 32, 3), 10)
-  setup = bench.build_train_step(config, images, labels, 10, (32, 32, 3))
+  return config_step(config, (32, 32, 3), 10)
+
+
+def config_step(config, image_shape, num_classes: int):
+  """``call() -> loss``: one step of the trainer's jitted step for ``config``, on seeded synthetic data."""
+  images, labels = bench.synthetic_data(config.batch_size, image_shape,
+                                        num_classes)
+  setup = bench.build_train_step(config, images, labels, num_classes,
+                                 image_shape)
   holder = {"state": setup.state}
 
   def call():
@@ -106,41 +113,61 @@ def time_alternating(calls: dict, rounds: int, warmup: int = 3) -> dict:
   return times
 
 
-def main():
-  xla_env.apply_defaults()  # what sla-train and sla-bench run with
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch_size", type=int, default=128)
-  parser.add_argument("--depth", type=int, default=32)
-  parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--jax_dtype", default="float32")
-  parser.add_argument("--torch_variant", default="fp32",
-                      choices=["fp32", "channels_last", "bf16",
-                               "bf16_channels_last"],
-                      help="fp32 is the original's default (on GPUs PyTorch "
-                      "runs float32 convolutions in TF32 by default).")
+TORCH_VARIANTS = ("fp32", "channels_last", "bf16", "bf16_channels_last")
+
+
+def add_side_by_side_flags(parser: argparse.ArgumentParser, batch_size: int,
+                           rounds: int, jax_dtype: str,
+                           torch_variant: str) -> None:
+  """The flags every side-by-side tool takes, with its own defaults."""
+  parser.add_argument("--batch_size", type=int, default=batch_size)
+  parser.add_argument("--rounds", type=int, default=rounds)
+  parser.add_argument("--jax_dtype", default=jax_dtype,
+                      choices=["float32", "bfloat16"])
+  parser.add_argument("--torch_variant", default=torch_variant,
+                      choices=TORCH_VARIANTS,
+                      help="fp32 is PyTorch's default (on GPUs it runs float32 "
+                      "convolutions in TF32); bf16 is autocast.")
   parser.add_argument("--torch_device", default="auto",
                       help="cpu, cuda, or auto (cuda when available).")
-  parser.add_argument("--fast_variance", action="store_true",
-                      help="One-pass BatchNorm variance on the JAX side.")
   parser.add_argument("--json", action="store_true")
-  parser.add_argument("--official", default=None,
-                      help="A checkout of hankook/SLA: also time its own step.")
   parser.add_argument("--require_quiet", action="store_true",
                       help="Refuse to time on a busy machine (exit 2).")
-  args = parser.parse_args()
+
+
+def start_side_by_side(parser: argparse.ArgumentParser, args) -> tuple[dict, str]:
+  """``(load before, torch device)``; exits 2 on a busy machine under ``--require_quiet``.
+
+  cuDNN autotuning goes on: PyTorch's faster setting, so a ratio never flatters us.
+  """
   load = bench.machine_load()
   if args.require_quiet and load["busy"]:
-    parser.exit(2, f"compare_torch: error: the machine is busy ({load}); stop "
+    parser.exit(2, f"{parser.prog}: error: the machine is busy ({load}); stop "
                 f"other work or drop --require_quiet.\n")
+  torch.backends.cudnn.benchmark = True
+  device = (("cuda" if torch.cuda.is_available() else "cpu")
+            if args.torch_device == "auto" else args.torch_device)
+  return load, device
+
+
+def main():
+  xla_env.apply_defaults()  # what sla-train and sla-bench run with
+  parser = argparse.ArgumentParser(prog="compare_torch",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--depth", type=int, default=32)
+  parser.add_argument("--fast_variance", action="store_true",
+                      help="One-pass BatchNorm variance on the JAX side.")
+  parser.add_argument("--official", default=None,
+                      help="A checkout of hankook/SLA: also time its own step.")
+  add_side_by_side_flags(parser, batch_size=128, rounds=5, jax_dtype="float32",
+                         torch_variant="fp32")
+  args = parser.parse_args()
+  load, device = start_side_by_side(parser, args)
 
   error = check_against_reference()
   if error is not None and error > 1e-5:
     raise SystemExit(f"PyTorch re-implementation is off the reference loss by "
                      f"{error:.2e} relative; not a fair comparison.")
-  device = (("cuda" if torch.cuda.is_available() else "cpu")
-            if args.torch_device == "auto" else args.torch_device)
-  # cuDNN autotuning on: PyTorch's faster setting, so the ratio never flatters us.
-  torch.backends.cudnn.benchmark = True
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(-1, 1, (args.batch_size, 3, 32, 32))
                             .astype(np.float32)).to(device)

@@ -56,7 +56,8 @@ def import_official(path: str):
                      f"checkout of hankook/SLA.")
   sys.path.insert(0, path)
   try:
-    import torchvision  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    from benchmarks import torch_sla  # pylint: disable=g-import-not-at-top
+    torch_sla.import_torchvision()
   except Exception:  # pylint: disable=broad-except
     # models/__init__.py imports torchvision.models.resnet for its ImageNet
     # models only; an empty stand-in lets the CIFAR ResNets import.
