@@ -26,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SLA_SHARED_DIR:-../shared}
-EVIDENCE=${EVIDENCE:-/tmp/evidence}
+EVIDENCE=$(realpath -m "${EVIDENCE:-/tmp/evidence}")  # absolute: runs start in a worktree
 RESULTS=${RESULTS:-results}
 PYTHON=${PYTHON:-python}
 GRIDS=(
