@@ -538,12 +538,18 @@ def open_checkpoints(workdir: epath.Path, keep: int, abstract_state):
   ``step`` is None. Unreadable or non-finite checkpoints are moved to
   ``checkpoints_unusable/`` (:func:`sla_jax.checkpointing.restore_newest_readable`).
   """
-  latest = ocp.CheckpointManager(
-      workdir / "checkpoints",
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-  best = ocp.CheckpointManager(
-      workdir / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1,
-                                                             create=True))
+  # Orbax names its multi-process barriers after the step: the two managers
+  # saving the same step at once (the final step is often both) would wait on
+  # one barrier twice ("already ongoing") unless their names differ.
+  def options(name, max_to_keep):
+    return ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=name))
+
+  latest = ocp.CheckpointManager(workdir / "checkpoints",
+                                 options=options("latest", keep))
+  best = ocp.CheckpointManager(workdir / "best", options=options("best", 1))
   step, restored = checkpointing.restore_newest_readable(
       latest, ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                  progress=ocp.args.JsonRestore()),
