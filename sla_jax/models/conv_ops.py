@@ -23,8 +23,10 @@ gradients where both are exact (tested):
 Pass :func:`conv_general_dilated` to ``flax.linen.Conv(conv_general_dilated=...)``;
 convolutions other than NHWC/HWIO without dilation or feature groups fall back
 to ``lax.conv_general_dilated``. Measurements: BENCHMARKS.md ("Where the CPU
-time goes", "Several steps per jitted call").
+time goes", "The matmul weight gradient for large 8x8 layers too", "Several
+steps per jitted call").
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,14 +39,13 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 __all__ = ["conv_general_dilated", "canonical_conv", "input_grad",
            "weight_grad_conv", "weight_grad_matmul", "MIN_MATMUL_PIXELS",
-           "MIN_MATMUL_PATCH_BYTES",
-           "PATCH_CHUNK_BYTES"]
+           "MIN_MATMUL_PATCH_BYTES", "PATCH_CHUNK_BYTES"]
 
 # The matmul weight gradient is used for inputs of MIN_MATMUL_PIXELS (H * W)
 # and more, and for smaller ones whose whole patches matrix (output rows x 9 C
 # x itemsize, the global batch) reaches MIN_MATMUL_PATCH_BYTES: the choices
-# that were fastest in whole training steps (BENCHMARKS.md, "Where the CPU
-# time goes").
+# that were fastest in whole training steps (BENCHMARKS.md, "The matmul
+# weight gradient for large 8x8 layers too").
 MIN_MATMUL_PIXELS = 16 * 16
 MIN_MATMUL_PATCH_BYTES = 32 * 2**20
 # Largest patches matrix built at once: the batch is split into the fewest
