@@ -47,6 +47,7 @@ pin() {  # grid $1's pinned commit (HEAD on first use) -> its worktree's path
   fi
   tree=${WORKTREES:-/tmp/sla_worktrees}/$commit
   if [ ! -d "$tree" ]; then
+    git worktree prune  # a worktree registered in a wiped /tmp would block the add
     git worktree add --detach "$tree" "$commit" >/dev/null 2>&1 || {
       echo "cpu_evidence.sh: cannot check out $commit (pinned in $file)" >&2; exit 2; }
   fi
