@@ -53,12 +53,21 @@ def check_against_reference(path=REFERENCE) -> float | None:
   return abs(float(loss) - float(ref["sla.loss"])) / float(ref["sla.loss"])
 
 
-def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False):
+def default_jax_devices() -> int:
+  """Every CPU device (the tools split the CPU into one device per core, as
+  PyTorch uses every core through its threads); one accelerator (PyTorch's one
+  GPU)."""
+  return jax.device_count() if jax.default_backend() == "cpu" else 1
+
+
+def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False,
+             num_devices: int = 1):
   """The trainer's own jitted step (on-device data path), ready to call."""
   config = config_lib.base_config()
   config.model.use_fast_variance = fast_variance
   config.model.depth, config.batch_size, config.model.dtype = depth, batch_size, dtype
-  config.objective, config.transform, config.num_devices = "sla", "rotation", 1
+  config.objective, config.transform = "sla", "rotation"
+  config.num_devices = num_devices
   return config_step(config, (32, 32, 3), 10)
 
 
@@ -159,6 +168,9 @@ def main():
                       help="One-pass BatchNorm variance on the JAX side.")
   parser.add_argument("--official", default=None,
                       help="A checkout of hankook/SLA: also time its own step.")
+  parser.add_argument("--jax_devices", type=int, default=None,
+                      help="Devices of our step (default: every CPU device, "
+                      "or one accelerator).")
   add_side_by_side_flags(parser, batch_size=128, rounds=5, jax_dtype="float32",
                          torch_variant="fp32")
   args = parser.parse_args()
@@ -175,8 +187,13 @@ def main():
   _, torch_call = torch_sla.make_step(
       args.depth, channels_last="channels_last" in args.torch_variant,
       bf16=args.torch_variant.startswith("bf16"), device=device)
+  jax_devices = args.jax_devices or default_jax_devices()
+  if args.batch_size % jax_devices:
+    parser.exit(2, f"{parser.prog}: error: --batch_size={args.batch_size} is "
+                f"not divisible by the {jax_devices} JAX devices; use a "
+                f"multiple or set --jax_devices.\n")
   jax_call = jax_step(args.depth, args.batch_size, args.jax_dtype,
-                      args.fast_variance)
+                      args.fast_variance, jax_devices)
   calls = {"jax": jax_call,
            "torch": lambda: float(torch_call(images, labels))}
   if args.official:
@@ -191,7 +208,7 @@ def main():
             "torch_device": device, "torch_version": torch.__version__,
             "jax_version": jax.__version__,
             "jax_device": str(jax.devices()[0].device_kind),
-            "jax_backend": jax.default_backend(),
+            "jax_backend": jax.default_backend(), "jax_devices": jax_devices,
             "reference_loss_rel_error": error,
             "machine_load_before": load,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),

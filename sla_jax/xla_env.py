@@ -13,6 +13,17 @@ its own flags. A flag already named in ``XLA_FLAGS`` is left as given;
   keeps more large activations alive at once; on the ResNet train step the
   plain order is much faster (BENCHMARKS.md). Order only: every op computes
   the same values. Affects CPU programs only (accelerator runs unchanged).
+- ``xla_force_host_platform_device_count=D`` (:func:`host_device_count`: one
+  CPU device per core, as the largest power of two up to 8): XLA:CPU runs
+  each elementwise fusion (BatchNorm, ReLU, the patches of the weight
+  gradients) on one thread, so one device leaves the other cores idle for
+  much of the step; the trainer's sharded step over D devices runs them on D
+  threads (BatchNorm statistics stay those of the whole batch). A power of
+  two so that the usual batch sizes divide; ``--config.num_devices=1`` (or
+  ``JAX_NUM_CPU_DEVICES``, which JAX prefers over this flag) chooses
+  otherwise. Changes sums' order across devices, so results agree with one
+  device to float rounding, not bit for bit. Affects the CPU platform only:
+  on a GPU or TPU machine the tools run on the accelerators as before.
 """
 
 from __future__ import annotations
@@ -20,23 +31,49 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, MutableMapping
 
-__all__ = ["DEFAULT_FLAGS", "with_defaults", "apply_defaults"]
+__all__ = ["DEFAULT_FLAGS", "MAX_HOST_DEVICES", "host_device_count",
+           "default_flags", "with_defaults", "apply_defaults"]
 
-DEFAULT_FLAGS: Mapping[str, str] = {
+DEFAULT_FLAGS: Mapping[str, str] = {  # machine-independent defaults
     "xla_cpu_enable_concurrency_optimized_scheduler": "false",
 }
+HOST_DEVICES_FLAG = "xla_force_host_platform_device_count"
+MAX_HOST_DEVICES = 8
+
+
+def _usable_cpus() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
+
+
+def host_device_count(cpus: int | None = None) -> int:
+  """The largest power of two <= min(``cpus``, MAX_HOST_DEVICES); ``cpus`` defaults to this process's cores."""
+  cpus = _usable_cpus() if cpus is None else cpus
+  n = 1
+  while n * 2 <= min(max(cpus, 1), MAX_HOST_DEVICES):
+    n *= 2
+  return n
+
+
+def default_flags(cpus: int | None = None) -> dict[str, str]:
+  """:data:`DEFAULT_FLAGS` plus the CPU device count for a machine with ``cpus`` cores."""
+  return {**DEFAULT_FLAGS, HOST_DEVICES_FLAG: str(host_device_count(cpus))}
 
 
 def with_defaults(xla_flags: str,
-                  defaults: Mapping[str, str] = DEFAULT_FLAGS) -> str:
-  """``xla_flags`` with each default appended unless that flag is already named."""
+                  defaults: Mapping[str, str] | None = None) -> str:
+  """``xla_flags`` with each default (:func:`default_flags`) appended unless that flag is already named."""
+  defaults = default_flags() if defaults is None else defaults
   named = {token.lstrip("-").split("=", 1)[0] for token in xla_flags.split()}
   extra = [f"--{name}={value}" for name, value in defaults.items()
            if name not in named]
   return " ".join(xla_flags.split() + extra)
 
 
-def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
+def apply_defaults(environ: MutableMapping[str, str] = os.environ,
+                   cpus: int | None = None) -> None:
   """Sets ``environ["XLA_FLAGS"]`` to :func:`with_defaults` (unless ``SLA_XLA_DEFAULTS=0``).
 
   Call before JAX starts a backend (the tools do, before parsing flags).
@@ -44,6 +81,6 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
   if environ.get("SLA_XLA_DEFAULTS", "1").strip().lower() in ("0", "false",
                                                               "no"):
     return
-  flags = with_defaults(environ.get("XLA_FLAGS", ""))
+  flags = with_defaults(environ.get("XLA_FLAGS", ""), default_flags(cpus))
   if flags:
     environ["XLA_FLAGS"] = flags

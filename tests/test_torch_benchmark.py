@@ -53,3 +53,25 @@ def test_official_step_is_the_original_code_update():
   assert all(np.isfinite(losses)) and losses[-1] < losses[0]
   # Its first loss on 40-way joint logits starts near log(40).
   assert abs(losses[0] - np.log(40)) < 1.0
+
+
+def _compare(*args):
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  import subprocess_util as sp  # pylint: disable=g-import-not-at-top
+  return subprocess.run([sys.executable, "-m", "benchmarks.compare_torch",
+                         "--depth", "8", "--rounds", "1", "--json", *args],
+                        capture_output=True, text=True, cwd=sp.REPO,
+                        timeout=sp.TIMEOUT_S)
+
+
+def test_cli_times_our_step_on_every_cpu_device_by_default():
+  import json  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  out = _compare("--batch_size", "8")
+  assert out.returncode == 0, out.stderr
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["jax_devices"] == jax.device_count()  # conftest's 8
+  assert result["jax_median_s"] > 0 and result["torch_median_s"] > 0
+  bad = _compare("--batch_size", "12")
+  assert bad.returncode == 2
+  assert "not divisible by the 8 JAX devices" in bad.stderr

@@ -56,6 +56,7 @@ def test_end_to_end_outputs(tmp_path, objective):
   best_row = next(r for r in evals if r["step"] == on_disk["best_step"])
   assert on_disk["test"] == {k: best_row[f"test/{k}"] for k in expected}
   assert on_disk["config"]["objective"] == objective
+  assert on_disk["devices"] == 1  # tiny_config's num_devices
   assert list((tmp_path / "checkpoints").iterdir())
   assert [p.name for p in (tmp_path / "best").iterdir()] == [str(on_disk["best_step"])]
   assert list(tmp_path.glob("events.out.tfevents.*"))
@@ -102,6 +103,7 @@ def test_eight_devices_match_one(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                sp.restore_params(tmp_path / "eight", 3), sp.restore_params(tmp_path / "one", 3))
   assert eight["test"] == pytest.approx(one["test"], abs=1e-3)
+  assert (one["devices"], eight["devices"]) == (1, 8)
 
 
 def _with(config, **fields):

@@ -1,4 +1,4 @@
-"""The tools' default XLA flags: added to XLA_FLAGS unless given, and order-only (same training)."""
+"""The tools' default XLA flags: added to XLA_FLAGS unless given; the scheduler flag order-only (same training)."""
 
 import os
 import subprocess
@@ -11,6 +11,14 @@ import subprocess_util as sp
 from sla_jax import xla_env
 
 FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
+DEVICES = "xla_force_host_platform_device_count"
+
+
+@pytest.mark.parametrize("cpus, devices", [(1, 1), (2, 2), (3, 2), (4, 4),
+                                           (6, 4), (12, 8), (96, 8), (0, 1)])
+def test_one_cpu_device_per_core_as_a_power_of_two_up_to_8(cpus, devices):
+  assert xla_env.host_device_count(cpus) == devices
+  assert xla_env.default_flags(cpus)[DEVICES] == str(devices)
 
 
 def test_defaults_are_appended_to_the_users_flags():
@@ -23,13 +31,16 @@ def test_defaults_are_appended_to_the_users_flags():
 @pytest.mark.parametrize("given", [f"--{FLAG}=true", f"-{FLAG}=true",
                                    f"--{FLAG}"])
 def test_a_flag_the_user_names_is_kept(given):
-  assert xla_env.with_defaults(given) == given
+  assert xla_env.with_defaults(given, xla_env.DEFAULT_FLAGS) == given
+  assert xla_env.with_defaults(given).split()[0] == given  # others appended
+  assert xla_env.with_defaults(given).count(FLAG) == 1
 
 
 def test_apply_defaults_sets_the_environment_unless_turned_off():
   environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
-  xla_env.apply_defaults(environ)
-  assert environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x --{FLAG}=false"
+  xla_env.apply_defaults(environ, cpus=2)
+  assert environ["XLA_FLAGS"] == (f"--xla_dump_to=/tmp/x --{FLAG}=false "
+                                  f"--{DEVICES}=2")
   environ = {"SLA_XLA_DEFAULTS": "0"}
   xla_env.apply_defaults(environ)
   assert "XLA_FLAGS" not in environ
@@ -45,13 +56,30 @@ def test_the_tools_start_with_the_defaults():
                          f"--{FLAG}=false"]
 
 
+def test_the_tools_split_the_cpu_into_devices_unless_told():
+  code = ("from sla_jax import cli; import jax; "
+          "cli.run(lambda argv: print(jax.device_count()), 'x', (), 'x')")
+  for xla_flags, jax_num_cpu_devices, expected in (
+      ("", None, xla_env.host_device_count()),
+      (f"--{DEVICES}=1", None, 1),
+      ("", "3", 3)):  # JAX's own setting wins over the flag
+    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    env.update(XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
+    if jax_num_cpu_devices:
+      env["JAX_NUM_CPU_DEVICES"] = jax_num_cpu_devices
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, env=env, cwd=sp.REPO, check=True).stdout
+    assert int(out) == expected, (xla_flags, jax_num_cpu_devices)
+
+
 @pytest.mark.slow
 def test_the_default_scheduler_flag_changes_no_value(tmp_path):
-  """The same tiny run with and without the defaults: identical parameters."""
+  """The same tiny run (one device) with and without the defaults: identical parameters."""
   params = {}
   for name, off in (("defaults", "1"), ("xla_own", "0")):
     workdir = tmp_path / name
-    env = dict(os.environ, SLA_XLA_DEFAULTS=off, XLA_FLAGS="")
+    env = dict(os.environ, SLA_XLA_DEFAULTS=off,
+               XLA_FLAGS=f"--{DEVICES}=1")
     subprocess.run(
         [sys.executable, "-m", "sla_jax.main", "--config",
          "configs/quickstart.py", f"--workdir={workdir}",
