@@ -104,14 +104,14 @@ def profile(config, calls: int, out_dir: str) -> dict[str, Any]:
   setup = bench.build_train_step(config, images, labels, num_classes,
                                  image_shape)
   k = setup.steps_per_call
-  compiled = setup.step.lower(setup.state, *setup.data, setup.seed_key,
-                              k).compile()
-  state, losses = compiled(setup.state, *setup.data, setup.seed_key, k)
+  compiled = setup.step.full.lower(setup.state, *setup.data,
+                                   setup.seed_key).compile()
+  state, losses = compiled(setup.state, *setup.data, setup.seed_key)
   jax.block_until_ready(losses)
   start = time.perf_counter()
   with jax.profiler.trace(out_dir, create_perfetto_trace=True):
     for _ in range(calls):
-      state, losses = compiled(state, *setup.data, setup.seed_key, k)
+      state, losses = compiled(state, *setup.data, setup.seed_key)
     jax.block_until_ready(losses)
   traced_s = time.perf_counter() - start
   steps = calls * k

@@ -113,8 +113,8 @@ class TrainStepSetup:
   model: Any
   dtype: Any
   state: train.TrainState
-  step: Any          # jit((state, images, labels, key, k) -> (state, losses)):
-                     # k <= steps_per_call steps per call, state donated
+  step: train.MultiStep  # (state, images, labels, key, k) -> (state, losses):
+                         # k <= steps_per_call steps per call, state donated
   steps_per_call: int
   data: tuple        # (uint8 images, labels), replicated on the mesh
   seed_key: jax.Array
@@ -165,11 +165,10 @@ def build_train_step(config, images, labels, num_classes: int,
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = jax.jit(init, out_shardings=replicated)(init_key)
   steps_per_call = config.get("steps_per_call", 1)
-  multi_step = train.make_multi_step(
+  call = train.jit_multi_step(
       train.make_train_step(spec, tx, config, NamedSharding(mesh, P("data"))),
-      steps_per_call)
-  call = jax.jit(multi_step, donate_argnums=(0,),
-                 out_shardings=(replicated, replicated))
+      steps_per_call, donate_argnums=(0,),
+      out_shardings=(replicated, replicated))
 
   return TrainStepSetup(spec.objective, spec.model, spec.dtype, state, call,
                         steps_per_call,
@@ -251,12 +250,12 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   # Train step.
   start = time.perf_counter()
   k = setup.steps_per_call
-  compiled = setup.step.lower(state, *train_data, seed_key, k).compile()
+  compiled = setup.step.full.lower(state, *train_data, seed_key).compile()
   compile_s = time.perf_counter() - start
   holder = {"state": state}
 
   def one_call():
-    holder["state"], losses_ = compiled(holder["state"], *train_data, seed_key, k)
+    holder["state"], losses_ = compiled(holder["state"], *train_data, seed_key)
     return losses_
 
   # Per step: each timed call runs k steps.

@@ -20,9 +20,11 @@ devices, so the result does not depend on the number of devices.
 Every jitted call runs ``k`` steps: ``k`` is up to ``steps_per_call = K``
 (on-device data) and stops early at the next log, evaluation or checkpoint
 step, so the host dispatches once per K steps. With K > 1 the steps run in a
-``fori_loop`` whose trip count is a run-time argument: one executable and one
-compiled loop body for every ``k``, so the results are bit for bit the same
-however the steps fall into calls, across resumption too (tested). K = 1
+``while_loop``: a call of K steps with its trip count fixed at compile time
+(XLA:GPU then queues the K steps without a host round-trip each), a shorter
+call with a run-time trip count; both loops have the same body, so the
+results are bit for bit the same however the steps fall into calls, across
+resumption too (tested). K = 1
 calls the step directly; it agrees with K > 1 to float32 rounding (XLA
 compiles the step alone and the loop body differently), not bit for bit.
 On the CPU the loop needs the default ``model.conv_weight_grad``: XLA's own
@@ -65,6 +67,7 @@ from sla_jax import spec as spec_lib
 
 __all__ = ["ConfigError", "TrainState", "LoopState", "check_against_data",
            "make_optimizer", "make_init", "make_train_step", "make_multi_step",
+           "MultiStep", "jit_multi_step",
            "variables_of", "workdir_path", "train_and_evaluate"]
 
 ConfigError = spec_lib.ConfigError
@@ -287,26 +290,59 @@ def make_multi_step(step: Callable, max_steps: int) -> Callable:
   """``(state, images, labels, seed_key, num_steps) -> (state, [max_steps] losses)``.
 
   ``max_steps == 1``: the step itself. Otherwise ``step`` runs ``num_steps <=
-  max_steps`` times in a ``fori_loop`` with a run-time trip count (a while
-  loop XLA keeps rolled: one executable and loop body for every
-  ``num_steps``, so results are bitwise the same however steps are split into
-  calls). Losses past ``num_steps`` are 0.
+  max_steps`` times in a ``while_loop`` XLA keeps rolled, with losses past
+  ``num_steps`` 0. ``num_steps`` a Python int gives the loop a trip count
+  known at compile time, which XLA:GPU runs without reading the loop's
+  predicate back to the host (no host synchronisation per step); a traced
+  int32 gives a run-time trip count (one executable for every count; on a
+  GPU the host waits for each step's predicate). The loop body is the same
+  computation either way, so a run is bitwise the same however its steps are
+  split into calls (tested on the CPU).
   """
 
   def multi_step(state, images, labels, seed_key, num_steps):
     if max_steps == 1:
       state, loss = step(state, images, labels, seed_key)
       return state, loss[None]
-    losses_ = jnp.zeros((max_steps,), jnp.float32)
 
-    def body(i, carry):
-      state, losses_ = carry
+    def body(carry):
+      i, state, losses_ = carry
       state, loss = step(state, images, labels, seed_key)
-      return state, losses_.at[i].set(loss)
+      return i + 1, state, losses_.at[i].set(loss)
 
-    return jax.lax.fori_loop(0, num_steps, body, (state, losses_))
+    carry = (jnp.int32(0), state, jnp.zeros((max_steps,), jnp.float32))
+    _, state, losses_ = jax.lax.while_loop(lambda c: c[0] < num_steps, body,
+                                           carry)
+    return state, losses_
 
   return multi_step
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiStep:
+  """The jitted :func:`make_multi_step`: ``(state, images, labels, seed_key, k) -> (state, losses)``.
+
+  A call of ``k == max_steps`` steps runs :attr:`full` (trip count known at
+  compile time: no host synchronisation per step on a GPU); a shorter call
+  (at a log / eval / save boundary that ``max_steps`` does not divide) runs
+  :attr:`partial` with a run-time trip count, compiled on first use.
+  """
+  full: Callable      # jitted (state, images, labels, seed_key)
+  partial: Callable   # jitted (state, images, labels, seed_key, k)
+  max_steps: int
+
+  def __call__(self, state, images, labels, seed_key, k: int):
+    if k == self.max_steps:
+      return self.full(state, images, labels, seed_key)
+    return self.partial(state, images, labels, seed_key, k)
+
+
+def jit_multi_step(step: Callable, max_steps: int, **jit_kwargs) -> MultiStep:
+  """:class:`MultiStep` of ``step`` (``jit_kwargs``: shardings, donation) for up to ``max_steps`` steps a call."""
+  multi_step = make_multi_step(step, max_steps)
+  full = jax.jit(lambda state, images, labels, seed_key: multi_step(
+      state, images, labels, seed_key, max_steps), **jit_kwargs)
+  return MultiStep(full, jax.jit(multi_step, **jit_kwargs), max_steps)
 
 
 # ------------------------------------------------------------------ loop ---
@@ -317,7 +353,7 @@ class _Loop:
   workdir: epath.Path
   objective: Any
   dataset: data_lib.Dataset
-  train_steps: Callable  # jitted make_multi_step: (..., k) -> (state, losses)
+  train_steps: MultiStep  # (state, images, labels, seed_key, k) -> (state, losses)
   batches: Iterator
   seed_key: jax.Array
   evaluate: Callable
@@ -481,11 +517,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     batches = input_pipeline.host_batches(
         dataset.train, config.seed, config.batch_size, start_step,
         config.total_steps, batch_sharding, config.host_threads)
-  train_steps = jax.jit(
-      make_multi_step(make_train_step(spec, tx, config, batch_sharding,
-                                      config.data_on_device),
-                      config.get("steps_per_call", 1)),
-      donate_argnums=(0,), out_shardings=(replicated, replicated))
+  train_steps = jit_multi_step(
+      make_train_step(spec, tx, config, batch_sharding, config.data_on_device),
+      config.get("steps_per_call", 1), donate_argnums=(0,),
+      out_shardings=(replicated, replicated))
 
   main_process = distributed.is_main()
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top

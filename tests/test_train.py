@@ -290,3 +290,27 @@ def test_steps_per_call_resumes_after_preemption(tmp_path, monkeypatch):
 def test_bad_steps_per_call(tmp_path, fields, message):
   with pytest.raises(train.ConfigError, match=message):
     train.train_and_evaluate(_with(tiny_config(), **fields), tmp_path)
+
+
+def test_a_full_call_has_a_trip_count_known_at_compile_time():
+  """XLA:GPU reads a while loop's predicate back to the host after every trip
+  unless the trip count is known: the K-step call must have a constant bound,
+  the shorter calls a run-time one; both loops give the same steps."""
+  def step(state, images, labels, seed_key):
+    del labels, seed_key
+    new = state * 1.5 + images.sum()
+    return new, new.sum()
+  calls = train.jit_multi_step(step, 4)
+  x = jax.numpy.ones((2,), "float32")
+  args = (jax.numpy.zeros((3,)), x, x, jax.random.key(0))
+  full_hlo = calls.full.lower(*args).as_text()
+  partial_hlo = calls.partial.lower(*args, 3).as_text()
+  assert "while" in full_hlo and "while" in partial_hlo
+  compiled = calls.full.lower(*args).compile().as_text()
+  assert "known_trip_count" in compiled and '"n":"4"' in compiled
+  assert "known_trip_count" not in calls.partial.lower(*args, 3).compile().as_text()
+  state4, losses4 = calls(*args, 4)
+  state2, losses2 = calls(*args, 2)
+  state4b, _ = calls(state2, *args[1:], 2)
+  np.testing.assert_array_equal(state4, state4b)
+  assert losses4.shape == losses2.shape == (4,) and losses2[2:].tolist() == [0, 0]
