@@ -18,6 +18,9 @@
 # order (most needed first) within DEADLINE seconds in all (default 540, under
 # the device tool's 10 minutes a command), each within STEP_TIMEOUT (default
 # 150) of them: a slow or stuck part loses only itself and what follows it.
+# SMOKE=1 runs every part at toy sizes (quickstart config, depth-8 side by side,
+# ResNet-50 at 64 px): what tests/test_launch.py runs on the CPU, so that the
+# suite is known to run before it spends device time.
 # train: the paper protocol (configs/cifar.py) on the shared CIFAR-10 JPEGs in
 # workdir $RUNS/OBJECTIVE (resumes from $RUNS/OBJECTIVE.tgz if present); leaves
 # OBJECTIVE.{metrics.jsonl,results.json,tgz} in $OUT.
@@ -29,6 +32,13 @@ export PYTHONUNBUFFERED=1
 mode=${1:-bench}; shift || true
 
 if [ "$mode" = bench ]; then
+  if [ "${SMOKE:-0}" = 1 ]; then
+    config=configs/quickstart.py; steps=32; rounds=1; calls=1
+    compare_size="--depth 8 --batch_size 8"; r50_size="--batch_size 2 --image_size 64 --num_classes 10"
+  else
+    config=configs/cifar.py; steps=1600; rounds=50; calls=4
+    compare_size="--batch_size 128"; r50_size="--batch_size 64"
+  fi
   limit() {  # the command, within STEP_TIMEOUT and what is left of DEADLINE
     local left=$(( ${DEADLINE:-540} - SECONDS )) step=${STEP_TIMEOUT:-150}
     if [ "$left" -le 5 ]; then echo "gpu_suite: deadline reached, skipped: $*" >&2; return 0; fi
@@ -41,9 +51,9 @@ if [ "$mode" = bench ]; then
 'torch', torch.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.txt"
   bench() {  # objective dtype steps_per_call [flags...]
     local objective=$1 dtype=$2 k=$3; shift 3
-    limit python3 -m sla_jax.bench --config "configs/cifar.py:objective=$objective" \
+    limit python3 -m sla_jax.bench --config "$config:objective=$objective" \
       --config.model.dtype="$dtype" --config.steps_per_call="$k" \
-      --steps $((1600 / k)) --warmup 2 --json "$@" | tee -a "$OUT/bench.jsonl"
+      --steps $((steps / k)) --warmup 2 --json "$@" | tee -a "$OUT/bench.jsonl"
   }
   bench sla bfloat16 1
   bench sla bfloat16 16
@@ -53,16 +63,16 @@ if [ "$mode" = bench ]; then
   bench sla bfloat16 16 --config.batch_draw=top_k
   official=${OFFICIAL:+--official $OFFICIAL}
   for variant in fp32 bf16_channels_last; do
-    limit python3 -m benchmarks.compare_torch --batch_size 128 --rounds 50 \
+    limit python3 -m benchmarks.compare_torch $compare_size --rounds $rounds \
       --jax_dtype bfloat16 --torch_variant $variant $official --json \
       | tee -a "$OUT/compare.jsonl"
   done
-  limit python3 -m benchmarks.compare_resnet50 --batch_size 64 --rounds 20 \
+  limit python3 -m benchmarks.compare_resnet50 $r50_size --rounds $(( rounds < 20 ? rounds : 20 )) \
     --json | tee -a "$OUT/resnet50.jsonl"
   limit python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"
   for k in 1 16; do
-    limit python3 -m benchmarks.profile_step --config configs/cifar.py:objective=sla \
-      --config.model.dtype=bfloat16 --config.steps_per_call=$k --calls 4 \
+    limit python3 -m benchmarks.profile_step --config "$config:objective=sla" \
+      --config.model.dtype=bfloat16 --config.steps_per_call=$k --calls $calls \
       --out "/tmp/gpu_trace_k$k" --json > "$OUT/profile_k$k.json"
   done
 elif [ "$mode" = train ]; then

@@ -130,3 +130,34 @@ def test_cpu_evidence_pins_a_grid_to_one_commit(tmp_path):
   finally:
     subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO,
                    capture_output=True, check=False)
+
+
+@pytest.mark.slow
+def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
+  """SMOKE=1 benchmarks/gpu_suite.sh bench on the CPU: every part writes its
+  file, so a lent GPU's minutes go to measuring, not to fixing the suite."""
+  out = tmp_path / "out"
+  env = dict(os.environ, SMOKE="1", OUT=str(out), DEADLINE="1200",
+             STEP_TIMEOUT="400")
+  subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench"], cwd=REPO,
+                 env=env, check=True, timeout=1500, capture_output=True)
+  rows = [json.loads(l) for l in (out / "bench.jsonl").read_text().splitlines()
+          if l.startswith("{")]
+  train = [(r["objective"], r["dtype"], r["steps_per_call"]) for r in rows
+           if r["what"] == "train_step"]
+  assert train == [("sla", "bfloat16", 1), ("sla", "bfloat16", 16),
+                   ("baseline", "bfloat16", 16), ("sla_sd", "bfloat16", 16),
+                   ("sla", "float32", 16), ("sla", "bfloat16", 16)]
+  for k in (1, 16):
+    profile = json.loads((out / f"profile_k{k}.json").read_text())
+    assert profile["steps_per_call"] == k and profile["processes"]
+  draws = [json.loads(l) for l in (out / "batch_draw.jsonl").read_text().splitlines()]
+  assert {d["num_items"] for d in draws} == {50_000, 1_281_167}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return  # the side-by-side parts need the [bench] extra
+  compare = [json.loads(l) for l in (out / "compare.jsonl").read_text().splitlines()]
+  assert [c["torch_variant"] for c in compare] == ["fp32", "bf16_channels_last"]
+  r50 = json.loads((out / "resnet50.jsonl").read_text().splitlines()[-1])
+  assert r50["model"] == "resnet50" and r50["jax_median_s"] > 0
