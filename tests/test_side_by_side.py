@@ -21,7 +21,7 @@ def test_report_pairs_runs_and_computes_the_gap(tmp_path):
   for seed, (a, b) in enumerate(zip(original, ours)):
     _run(tmp_path / "original", f"sla_rotation_seed{seed}", {"acc_si": a, "acc_ag": a + .01})
     _run(tmp_path / "ours", f"sla_rotation_seed{seed}", {"acc_si": b, "acc_ag": b + .01})
-  _run(tmp_path / "ours", "sla_rotation_xla_seed0", {"acc_si": 0.41, "acc_ag": 0.42})
+  _run(tmp_path / "ours_xla", "sla_rotation_xla_seed0", {"acc_si": 0.41, "acc_ag": 0.42})
   text = side_by_side_report.report(tmp_path)
   row = next(l for l in text.splitlines() if l.startswith("| sla_rotation | default | acc_si"))
   p = stats.ttest_ind(original, ours, equal_var=False).pvalue
