@@ -16,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 WHEELS=(ml-collections==1.1.0 dm-pix==0.4.5 grain==0.2.18 array-record==0.8.6
-        portpicker==1.6.0 tensorboardX==2.6.5)
+        portpicker==1.6.0 tensorboardX==2.6.5
+        pytorch-ignite==0.5.5)  # ignite: the original code's engine (compare_torch --official)
 mkdir -p .whl
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 \

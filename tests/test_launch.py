@@ -161,3 +161,36 @@ def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
   assert [c["torch_variant"] for c in compare] == ["fp32", "bf16_channels_last"]
   r50 = json.loads((out / "resnet50.jsonl").read_text().splitlines()[-1])
   assert r50["model"] == "resnet50" and r50["jax_median_s"] > 0
+
+
+def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_path):
+  repo = tmp_path / "repo"
+  (repo / "launch").mkdir(parents=True)
+  script = repo / "launch" / "gpu_prepare.sh"
+  script.write_text((REPO / "launch" / "gpu_prepare.sh").read_text())
+  subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+  shared = tmp_path / "shared" / "data"
+  shared.mkdir(parents=True)
+  (shared / "cifar10-jpeg.tar.gz").write_bytes(b"x" * 1000)
+  official = tmp_path / "SLA"
+  (official / ".git").mkdir(parents=True)
+  (official / "trainers.py").write_text("# the original's engine\n")
+  (official / ".git" / "HEAD").write_text("ref\n")
+  env = dict(os.environ, SLA_SHARED_DIR=str(tmp_path / "shared"),
+             OFFICIAL=str(official), NO_WHEELS="1")
+  out = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+  assert (repo / ".gpu/shared/data/cifar10-jpeg.tar.gz").stat().st_size == 1000
+  assert (repo / ".gpu/official/trainers.py").exists()
+  assert not (repo / ".gpu/official/.git").exists()
+  assert 'carry: [".whl", ".gpu"]' in out.stdout
+  command = next(l for l in out.stdout.splitlines() if l.startswith("command: "))
+  assert command.endswith("SLA_SHARED_DIR=.gpu/shared OFFICIAL=.gpu/official "
+                          "OUT=$OUT bash benchmarks/gpu_suite.sh bench")
+  assert len(command) - len("command: ") <= 2000  # the device tool's limit
+  for args, message in ((["imagenet"], "unknown data 'imagenet'"),
+                        (["tinyimagenet100"], "no "),):
+    bad = subprocess.run(["bash", str(script), *args], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and message in bad.stderr

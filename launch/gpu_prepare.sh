@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine needs beside the checkout, in ignored folders, and the call to make.
+#
+#   OFFICIAL=/tmp/SLA_orig bash launch/gpu_prepare.sh [cifar10|tinyimagenet100|none]
+#
+# The device tool sends the checkout alone (tracked and untracked-not-ignored
+# files, and the ignored paths a call names in `carry`; 64 MiB in all), so this
+# puts into .gpu/ (ignored): shared/data/<the dataset's tarball> (default
+# cifar10: the 19 MB CIFAR-10 JPEGs of ../shared; tinyimagenet100 is 38 MB;
+# not both in one call) and, with OFFICIAL=PATH, official/: a copy of a
+# hankook/SLA checkout without its .git (for `compare_torch --official`;
+# nothing of it is committed). The wheels come from launch/gpu_wheels.sh
+# (.whl/; NO_WHEELS=1 skips the download). It prints the size that would
+# travel and the device command for `benchmarks/gpu_suite.sh` (MODE, default
+# bench; e.g. MODE="train sla 80000").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SLA_SHARED_DIR:-../shared}
+data=${1:-cifar10}
+case "$data" in
+  cifar10) tarball=cifar10-jpeg.tar.gz ;;
+  tinyimagenet100) tarball=tinyimagenet100-32.tar.gz ;;
+  none) tarball= ;;
+  *) echo "gpu_prepare.sh: unknown data '$data' (cifar10, tinyimagenet100 or none)" >&2; exit 2 ;;
+esac
+rm -rf .gpu && mkdir -p .gpu/shared/data
+if [ -n "$tarball" ]; then
+  [ -f "$SHARED/data/$tarball" ] || {
+    echo "gpu_prepare.sh: no $SHARED/data/$tarball (set SLA_SHARED_DIR)" >&2; exit 2; }
+  cp "$SHARED/data/$tarball" .gpu/shared/data/
+fi
+official_env=
+if [ -n "${OFFICIAL:-}" ]; then
+  [ -f "$OFFICIAL/trainers.py" ] || {
+    echo "gpu_prepare.sh: $OFFICIAL is not a hankook/SLA checkout (no trainers.py)" >&2; exit 2; }
+  mkdir -p .gpu/official
+  (cd "$OFFICIAL" && tar cf - --exclude=.git .) | (cd .gpu/official && tar xf -)
+  official_env="OFFICIAL=.gpu/official "
+fi
+[ "${NO_WHEELS:-0}" = 1 ] || bash launch/gpu_wheels.sh >/dev/null
+tree=$( (git ls-files -z | du -cb --files0-from=- 2>/dev/null || true) | awk 'END {print $1 + 0}')
+carried=$( (du -sb .gpu .whl 2>/dev/null || true) | awk '{s += $1} END {print s + 0}')
+echo "travels: $(( (tree + carried) / 1048576 )) MiB of 64 (checkout $(( tree / 1048576 )), .gpu + .whl $(( carried / 1048576 )))"
+echo "carry: [\".whl\", \".gpu\"]"
+echo "command: python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; SLA_SHARED_DIR=.gpu/shared ${official_env}OUT=\$OUT bash benchmarks/gpu_suite.sh ${MODE:-bench}"
