@@ -21,9 +21,11 @@
 # SMOKE=1 runs every part at toy sizes (quickstart config, depth-8 side by side,
 # ResNet-50 at 64 px): what tests/test_launch.py runs on the CPU, so that the
 # suite is known to run before it spends device time.
-# train: the paper protocol (configs/cifar.py) on the shared CIFAR-10 JPEGs in
-# workdir $RUNS/OBJECTIVE (resumes from $RUNS/OBJECTIVE.tgz if present); leaves
-# OBJECTIVE.{metrics.jsonl,results.json,tgz} in $OUT.
+# train: the paper protocol (configs/cifar.py) on the shared CIFAR-10 JPEGs, or
+# CONFIG (e.g. "configs/long_tail.py:dataset=folder:/tmp/cifar10,ratio=100" or
+# "configs/tinyimagenet100_32.py:data=/tmp/tinyimagenet100-32"), in workdir
+# $RUNS/NAME (NAME defaults to OBJECTIVE; resumes from $RUNS/NAME.tgz if
+# present); leaves NAME.{metrics.jsonl,results.json,tgz} in $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu_suite}
 SHARED=${SLA_SHARED_DIR:-../shared}
@@ -77,17 +79,24 @@ if [ "$mode" = bench ]; then
   done
 elif [ "$mode" = train ]; then
   objective=$1; steps=$2; shift 2
-  [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp
+  # CONFIG: the config and its data (default the CIFAR-10 protocol); NAME: the
+  # run's folder and file names (default OBJECTIVE; e.g. sla_seed1 with
+  # --config.seed=1). The dataset tarballs of $SHARED/data are unpacked as needed.
+  config=${CONFIG:-configs/cifar.py:dataset=folder:/tmp/cifar10}
+  name=${NAME:-$objective}
+  case "$config" in *cifar10*) [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp ;; esac
+  case "$config" in *tinyimagenet100-32*) [ -d /tmp/tinyimagenet100-32 ] || tar xzf "$SHARED/data/tinyimagenet100-32.tar.gz" -C /tmp ;; esac
   runs=${RUNS:-/tmp/runs}; mkdir -p "$runs"
-  [ -f "$runs/$objective.tgz" ] && tar xzf "$runs/$objective.tgz" -C "$runs"
-  # TRAIN_TIMEOUT (seconds) stops a run that must fit a time slot; rerun to resume.
+  [ -f "$runs/$name.tgz" ] && tar xzf "$runs/$name.tgz" -C "$runs"
+  # TRAIN_TIMEOUT (seconds) stops a run that must fit a time slot; rerun to resume
+  # (carry the returned NAME.tgz in RUNS, e.g. RUNS=.gpu/runs).
   timeout "${TRAIN_TIMEOUT:-0}" python3 -m sla_jax.main \
-    --config "configs/cifar.py:dataset=folder:/tmp/cifar10,objective=$objective,steps=$steps" \
-    --workdir "$runs/$objective" "$@" 2>&1 | tail -n 40
+    --config "$config,objective=$objective,steps=$steps" \
+    --workdir "$runs/$name" "$@" 2>&1 | tail -n 40
   for f in metrics.jsonl results.json; do
-    [ -f "$runs/$objective/$f" ] && cp "$runs/$objective/$f" "$OUT/$objective.$f"
+    [ -f "$runs/$name/$f" ] && cp "$runs/$name/$f" "$OUT/$name.$f"
   done
-  tar czf "$OUT/$objective.tgz" -C "$runs" "$objective"
+  tar czf "$OUT/$name.tgz" -C "$runs" "$name"
 else
   echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags]" >&2; exit 2
 fi

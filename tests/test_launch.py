@@ -194,3 +194,33 @@ def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_pat
     bad = subprocess.run(["bash", str(script), *args], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and message in bad.stderr
+
+
+@pytest.mark.slow
+def test_gpu_suite_train_any_config_and_resume_from_its_tgz(tmp_path):
+  out, runs = tmp_path / "out", tmp_path / "runs"
+  env = dict(os.environ, OUT=str(out), RUNS=str(runs), NAME="qs_seed1",
+             CONFIG="configs/quickstart.py:seed=1")
+  cmd = ["bash", "benchmarks/gpu_suite.sh", "train", "sla", "20",
+         "--config.eval_every=10", "--config.checkpoint_every=10",
+         "--config.log_every=10"]
+  subprocess.run(cmd, cwd=REPO, env=env, check=True, timeout=600,
+                 capture_output=True)
+  results = json.loads((out / "qs_seed1.results.json").read_text())
+  assert results["final_step"] == 20 and results["config"]["seed"] == 1
+  assert (out / "qs_seed1.metrics.jsonl").exists()
+  # A later machine: only the returned tgz, carried in RUNS: the run resumes
+  # from its last checkpoint (here the end: nothing left to train).
+  import shutil  # pylint: disable=g-import-not-at-top
+  saved = runs / "qs_seed1" / "checkpoints" / "20"
+  mtime = saved.stat().st_mtime
+  shutil.rmtree(runs)
+  runs.mkdir()
+  shutil.copy(out / "qs_seed1.tgz", runs / "qs_seed1.tgz")
+  subprocess.run(cmd, cwd=REPO, env=env, check=True, timeout=600,
+                 capture_output=True)
+  assert int(saved.stat().st_mtime) == int(mtime)  # from the tgz, not retrained
+  assert json.loads((out / "qs_seed1.results.json").read_text()) == results
+  bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "fly"], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 2 and "usage: gpu_suite.sh" in bad.stderr
