@@ -140,6 +140,15 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
   if config.get("steps_per_call", 1) > 1 and not config.data_on_device:
     raise ConfigError("steps_per_call > 1 needs data_on_device=True (the host "
                       "pipeline feeds one batch per call).")
+  k = config.get("steps_per_call", 1)
+  uneven = [name for name in ("log_every", "eval_every", "checkpoint_every")
+            if k > 1 and config[name] % k]
+  if uneven:  # legal, but the short calls loop with a run-time trip count
+    logging.warning(
+        "steps_per_call=%d does not divide %s: the calls cut short there run "
+        "a second executable whose loop makes a GPU host wait once per step; "
+        "a K dividing them keeps every call full.", k, ", ".join(
+            f"{n}={config[n]}" for n in uneven))
   if dataset.train.read_train is not None and config.data_on_device:
     raise ConfigError(f"image_size={config.image_size} crops images of any "
                       f"size on the host: set --config.data_on_device=False.")

@@ -314,3 +314,17 @@ def test_a_full_call_has_a_trip_count_known_at_compile_time():
   state4b, _ = calls(state2, *args[1:], 2)
   np.testing.assert_array_equal(state4, state4b)
   assert losses4.shape == losses2.shape == (4,) and losses2[2:].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("k, warned", [(3, True), (5, False), (1, False)])
+def test_a_steps_per_call_that_cuts_calls_short_is_warned(k, warned, caplog):
+  from sla_jax import data as data_lib, spec as spec_lib  # pylint: disable=g-import-not-at-top
+  config = _with(tiny_config(), steps_per_call=k)  # log 5, eval / save 10
+  dataset = data_lib.load(config)
+  spec = spec_lib.resolve(config, dataset.num_classes, dataset.class_counts)
+  with caplog.at_level("WARNING"):
+    train.check_against_data(config, spec, dataset, 1)
+  hits = [r for r in caplog.records if "does not divide" in r.getMessage()]
+  assert bool(hits) == warned
+  if warned:
+    assert "log_every=5, eval_every=10, checkpoint_every=10" in hits[0].getMessage()
