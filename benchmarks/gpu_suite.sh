@@ -14,7 +14,8 @@
 # own step too; resnet50.jsonl: our ResNet-50 SLA step vs torchvision's at
 # its fastest eager setting (benchmarks/compare_resnet50.py);
 # batch_draw.jsonl; profile_k{1,16}.json: the jax.profiler per-op breakdown
-# (benchmarks/profile_step.py; traces stay in /tmp). The parts run in that
+# (benchmarks/profile_step.py; traces stay in /tmp); then two more bench.jsonl
+# rows at K = 16, command buffers off and with WHILE. The parts run in that
 # order (most needed first) within DEADLINE seconds in all (default 540, under
 # the device tool's 10 minutes a command), each within STEP_TIMEOUT (default
 # 150) of them: a slow or stuck part loses only itself and what follows it.
@@ -76,6 +77,13 @@ if [ "$mode" = bench ]; then
     limit python3 -m benchmarks.profile_step --config "$config:objective=sla" \
       --config.model.dtype=bfloat16 --config.steps_per_call=$k --calls $calls \
       --out "/tmp/gpu_trace_k$k" --json > "$OUT/profile_k$k.json"
+  done
+  # Last, if time is left: XLA:GPU's command buffers (CUDA graphs) off, and
+  # with while loops and conditionals captured too (rows in bench.jsonl carry
+  # their xla_flags).
+  for buffers in "" FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL; do
+    XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$buffers" \
+      bench sla bfloat16 16
   done
 elif [ "$mode" = train ]; then
   objective=$1; steps=$2; shift 2

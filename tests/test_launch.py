@@ -147,7 +147,12 @@ def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
            if r["what"] == "train_step"]
   assert train == [("sla", "bfloat16", 1), ("sla", "bfloat16", 16),
                    ("baseline", "bfloat16", 16), ("sla_sd", "bfloat16", 16),
-                   ("sla", "float32", 16), ("sla", "bfloat16", 16)]
+                   ("sla", "float32", 16), ("sla", "bfloat16", 16),
+                   ("sla", "bfloat16", 16), ("sla", "bfloat16", 16)]
+  flags = [r["xla_flags"] for r in rows if r["what"] == "train_step"][-2:]
+  assert "--xla_gpu_enable_command_buffer=" in flags[0].split()
+  assert any(f.startswith("--xla_gpu_enable_command_buffer=FUSION,")
+             and "WHILE" in f for f in flags[1].split())
   for k in (1, 16):
     profile = json.loads((out / f"profile_k{k}.json").read_text())
     assert profile["steps_per_call"] == k and profile["processes"]
