@@ -179,14 +179,14 @@ def base_config() -> ml_collections.ConfigDict:
   # accelerators; K > 1 runs a rolled loop (the same results for every K > 1,
   # K = 1 to float rounding). Pick K dividing log / eval / checkpoint_every
   # (20, 25, 50, 100 here) so that every call has a compile-time trip count.
-  # -1 devices: on a CPU the tools make one device per core (sla_jax.xla_env).
   c.steps_per_call = 1
   c.eval_every = 1000
   c.eval_batch_size = 500       # images per eval step
   c.log_every = 100
   c.checkpoint_every = 1000
   c.keep_checkpoints = 2
-  c.num_devices = -1            # -1: all devices JAX sees
+  c.num_devices = -1            # -1: all devices JAX sees (on a CPU the tools
+                                # make one per core: sla_jax.xla_env)
   return c
 
 
