@@ -5,13 +5,9 @@
 #
 # The lent machines' image (Python 3.12, jax/jaxlib with CUDA, flax, optax,
 # orbax, chex, torch, torchvision) cannot reach a registry, so what sla_jax
-# needs beyond it travels as wheels (ignored by git; about 5 MB). On the device
-# machine, from the repository root, before anything else:
-#
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-#       --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit
-#
-# then e.g. `OUT=$OUT bash benchmarks/gpu_suite.sh bench` (carry `.whl`).
+# needs beyond it travels as wheels (ignored by git; about 5 MB). Usually run
+# through launch/gpu_prepare.sh, which also stages the data and prints the
+# device command (its install line first; carry `.whl`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -140,15 +140,6 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
   if config.get("steps_per_call", 1) > 1 and not config.data_on_device:
     raise ConfigError("steps_per_call > 1 needs data_on_device=True (the host "
                       "pipeline feeds one batch per call).")
-  k = config.get("steps_per_call", 1)
-  uneven = [name for name in ("log_every", "eval_every", "checkpoint_every")
-            if k > 1 and config[name] % k]
-  if uneven:  # legal, but the short calls loop with a run-time trip count
-    logging.warning(
-        "steps_per_call=%d does not divide %s: the calls cut short there run "
-        "a second executable whose loop makes a GPU host wait once per step; "
-        "a K dividing them keeps every call full.", k, ", ".join(
-            f"{n}={config[n]}" for n in uneven))
   if dataset.train.read_train is not None and config.data_on_device:
     raise ConfigError(f"image_size={config.image_size} crops images of any "
                       f"size on the host: set --config.data_on_device=False.")
@@ -346,6 +337,23 @@ class MultiStep:
     return self.partial(state, images, labels, seed_key, k)
 
 
+def warn_if_calls_cut_short(config) -> None:
+  """Logs a warning when ``steps_per_call`` does not divide the log / eval / save intervals.
+
+  Legal, but the calls cut short there run :attr:`MultiStep.partial`, whose
+  run-time trip count makes a GPU host wait once per step.
+  """
+  k = config.get("steps_per_call", 1)
+  uneven = [name for name in ("log_every", "eval_every", "checkpoint_every")
+            if k > 1 and config[name] % k]
+  if uneven:
+    logging.warning(
+        "steps_per_call=%d does not divide %s: the calls cut short there run "
+        "a second executable whose loop makes a GPU host wait once per step; "
+        "a K dividing them keeps every call full.", k, ", ".join(
+            f"{n}={config[n]}" for n in uneven))
+
+
 def jit_multi_step(step: Callable, max_steps: int, **jit_kwargs) -> MultiStep:
   """:class:`MultiStep` of ``step`` (``jit_kwargs``: shardings, donation) for up to ``max_steps`` steps a call."""
   multi_step = make_multi_step(step, max_steps)
@@ -526,6 +534,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     batches = input_pipeline.host_batches(
         dataset.train, config.seed, config.batch_size, start_step,
         config.total_steps, batch_sharding, config.host_threads)
+  warn_if_calls_cut_short(config)
   train_steps = jit_multi_step(
       make_train_step(spec, tx, config, batch_sharding, config.data_on_device),
       config.get("steps_per_call", 1), donate_argnums=(0,),
