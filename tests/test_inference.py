@@ -70,6 +70,18 @@ def test_predictor_matches_the_evaluator_and_exports(trained, tmp_path):
     model.predict(images[0])
 
 
+def test_a_trained_workdir_loads_into_an_nnx_module(trained):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from sla_jax import models, preprocess  # pylint: disable=g-import-not-at-top
+  workdir, config, _ = trained
+  predictor = inference.load(workdir)
+  images = data_lib.load(config).test.read_all()[0][:16]
+  x = preprocess.normalize(images)
+  net = models.to_nnx(predictor.spec.model, x, variables=predictor.variables)
+  single = nnx.jit(lambda n, x: n(x, train=False)["single"])(net, x)
+  np.testing.assert_allclose(single, predictor.predict(images, "sd"), rtol=1e-6, atol=1e-6)
+
+
 def test_sla_eval_cli(trained, tmp_path):
   workdir, _, results = trained
   proc = subprocess.run(

@@ -4,7 +4,7 @@
 
 :func:`get` builds any registered model (:func:`names`; :func:`arguments`
 lists what one takes); the classes are
-exported for direct use.
+exported for direct use; :func:`to_nnx` wraps any of them for Flax NNX.
 """
 
 from sla_jax.models.registry import arguments, get, names, register
@@ -15,7 +15,9 @@ from sla_jax.models.fewshot_nets import Conv4, ResNet12
 from sla_jax.models.wide_resnet import WideResNet
 from sla_jax.models.torch_import import (from_torch_state_dict,
                                          from_torchvision_resnet)
+from sla_jax.models.nnx_bridge import to_nnx
 
 __all__ = ["arguments", "get", "names", "register", "BasicBlock", "CifarResNet", "Conv4",
            "DEPTHS", "STAGE_CHANNELS", "ResNet", "ResNet12",
-           "WideResNet", "from_torch_state_dict", "from_torchvision_resnet"]
+           "WideResNet", "from_torch_state_dict", "from_torchvision_resnet",
+           "to_nnx"]

@@ -1,0 +1,65 @@
+"""Our Linen models for Flax NNX users, through Flax's own bridge (``flax.nnx.bridge.ToNNX``).
+
+    model = sla_jax.models.to_nnx(sla_jax.models.get("cifar_resnet32", heads=objective.heads), views)
+    outputs = model(views, train=True, mutable=["batch_stats"])  # updates the model's statistics
+    outputs = model(views, train=False)                           # {"features", <heads>...}
+
+The NNX module holds the same parameters (``nnx.Param``) and BatchNorm statistics
+(``nnx.BatchStat``) under the same names as the Linen variables, so an
+``nnx.Optimizer(model, tx, wrt=nnx.Param)`` step is the Linen step (tested bit
+for bit), and a trained workdir's variables (``sla_jax.inference.load(w).variables``)
+load into it. Models that draw randomness in training (ResNet-12's DropBlock)
+take it from the ``dropout`` stream: ``rngs=nnx.Rngs(params=0, dropout=1)``.
+"""
+
+from typing import Any
+
+import jax
+from flax import linen as nn
+from flax import nnx
+from flax.nnx import bridge
+
+
+def to_nnx(model: nn.Module, example_inputs: jax.Array, *,
+           variables: Any = None, rngs: nnx.Rngs | None = None) -> bridge.ToNNX:
+  """``model`` as an initialised NNX module; ``variables`` (Linen's) replace the fresh init.
+
+  ``example_inputs`` fixes the shapes only (e.g. a batch of views, ``[B·M, H, W, C]``).
+  The fresh init runs under ``nnx.jit`` (Linen's eager init dispatches every
+  op on its own); with ``variables`` nothing is initialised, their values are
+  checked against the model's shapes and used as they are.
+  """
+  rngs = nnx.Rngs(0) if rngs is None else rngs
+  wrapped = bridge.ToNNX(model, rngs=rngs)
+  if variables is None:
+    _jitted_init(wrapped, example_inputs)
+    return wrapped
+
+  def initialised():
+    return bridge.lazy_init(bridge.ToNNX(model, rngs=nnx.Rngs(0)),
+                            example_inputs, train=False)
+
+  graphdef, params, stats, _ = nnx.split(nnx.eval_shape(initialised),
+                                         nnx.Param, nnx.BatchStat, ...)
+  for collection, state in (("params", params), ("batch_stats", stats)):
+    given = variables.get(collection, {})
+    _check_fits(collection, given, nnx.to_pure_dict(state))
+    nnx.replace_by_pure_dict(state, given)
+  return nnx.merge(graphdef, params, stats, nnx.state(wrapped))
+
+
+# One jitted init for every call: the same model and shapes compile once.
+_jitted_init = nnx.jit(lambda m, x: bridge.lazy_init(m, x, train=False))
+
+
+def _check_fits(collection: str, given: Any, wanted: Any) -> None:
+  """One clear line when a variables tree does not fit the model."""
+  shapes = lambda tree: {jax.tree_util.keystr(path): tuple(leaf.shape)
+                         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  given, wanted = shapes(given), shapes(wanted)
+  for path in sorted(set(given) | set(wanted)):
+    if given.get(path) != wanted.get(path):
+      raise ValueError(
+          f"variables[{collection!r}]{path} has shape {given.get(path, 'missing')}, "
+          f"the model wants {wanted.get(path, 'none (not a variable of it)')}: "
+          f"pass the variables of this model and input shape.")
