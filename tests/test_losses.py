@@ -140,6 +140,33 @@ def test_jit_and_vmap(batch):
   np.testing.assert_allclose(batched, [eager, eager], rtol=1e-6)
 
 
+def test_shard_map_over_images_with_a_pmean_equals_the_global_loss():
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  images = 2 * jax.device_count()  # two images (2·M rows) per device
+  rng = np.random.default_rng(7)
+  joint = jnp.asarray(rng.normal(size=(images * M, N * M)) * 3, jnp.float32)
+  single = jnp.asarray(rng.normal(size=(images, N)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, N, images), jnp.int32)
+
+  def per_shard(joint, single, labels):
+    mean = lambda x: jax.lax.pmean(x, "data")
+    return (mean(losses.sla_loss(joint, labels, M)),
+            mean(losses.self_distillation_loss(joint, single, labels, M, 2.0)),
+            losses.single_logits(joint, M), losses.aggregated_logits(joint, M))
+
+  sharded = jax.jit(jax.shard_map(
+      per_shard, mesh=mesh, in_specs=(P("data"), P("data"), P("data")),
+      out_specs=(P(), P(), P("data"), P("data"))))
+  put = lambda x: jax.device_put(x, jax.NamedSharding(mesh, P("data")))
+  sla, sd, si, ag = sharded(put(joint), put(single), put(labels))
+  np.testing.assert_allclose(sla, losses.sla_loss(joint, labels, M), rtol=1e-6)
+  np.testing.assert_allclose(
+      sd, losses.self_distillation_loss(joint, single, labels, M, 2.0), rtol=1e-6)
+  np.testing.assert_array_equal(si, losses.single_logits(joint, M))
+  np.testing.assert_allclose(ag, losses.aggregated_logits(joint, M), rtol=1e-6)
+
+
 def test_shape_errors_say_what_to_fix(batch):
   joint, single, labels = batch
   with pytest.raises(ValueError, match=r"has 12 rows but labels has 2 images x 4"):
