@@ -176,8 +176,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Evaluation, logging, checkpoints.
   # Steps per jitted call (on-device data only): fewer host round-trips on
-  # accelerators; K > 1 runs a rolled loop (the same results for every K > 1,
-  # K = 1 to float rounding). Pick K dividing log / eval / checkpoint_every
+  # accelerators; K > 1 runs a rolled loop (on the CPU the same run bit for
+  # bit for every K, 1 included). Pick K dividing log / eval / checkpoint_every
   # (20, 25, 50, 100 here) so that every call has a compile-time trip count.
   c.steps_per_call = 1
   c.eval_every = 1000

@@ -25,8 +25,9 @@ step, so the host dispatches once per K steps. With K > 1 the steps run in a
 call with a run-time trip count; both loops have the same body, so the
 results are bit for bit the same however the steps fall into calls, across
 resumption too (tested). K = 1
-calls the step directly; it agrees with K > 1 to float32 rounding (XLA
-compiles the step alone and the loop body differently), not bit for bit.
+calls the step directly; on the CPU that too is the same run bit for bit
+(tested with one and two devices; XLA gives no such promise, so re-check on
+other backends).
 On the CPU the loop needs the default ``model.conv_weight_grad``: XLA's own
 backward convolutions run slowly inside loop bodies (BENCHMARKS.md).
 

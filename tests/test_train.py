@@ -249,19 +249,23 @@ def _assert_same_run(dir_a, dir_b, checkpoints=(10, 20)):
 
 @pytest.mark.slow
 def test_steps_per_call_gives_the_same_run(tmp_path):
-  """K = 8 and K = 3 steps per call (calls of 4, 3, 2, 1 steps, cut at the logs
-  every 4 and the saves every 10) give the same run bit for bit: every logged
-  loss, metric and saved parameter. K = 1 (the step alone) agrees to float
-  rounding."""
+  """K = 1 (the step alone), K = 8 and K = 3 steps per call (calls of 4, 3, 2,
+  1 steps, cut at the logs every 4 and the saves every 10), and K = 16 in full
+  calls on two devices give the same run bit for bit: every logged loss,
+  metric and saved parameter."""
   config = tiny_config("sla_sd", log_every=4, checkpoint_every=10)
-  eight = train.train_and_evaluate(_with(config, steps_per_call=8), tmp_path / "k8")
-  three = train.train_and_evaluate(_with(config, steps_per_call=3), tmp_path / "k3")
-  assert three["test"] == eight["test"] and three["best_step"] == eight["best_step"]
-  _assert_same_run(tmp_path / "k8", tmp_path / "k3")
-  train.train_and_evaluate(config, tmp_path / "k1")
-  first_k1, first_k8 = sp.metric_rows(tmp_path / "k1")[0], sp.metric_rows(tmp_path / "k8")[0]
-  assert first_k1["step"] == first_k8["step"] == 4
-  assert first_k1["train/loss"] == pytest.approx(first_k8["train/loss"], rel=1e-5)
+  one = train.train_and_evaluate(config, tmp_path / "k1")
+  for k in (8, 3):
+    results = train.train_and_evaluate(_with(config, steps_per_call=k), tmp_path / f"k{k}")
+    assert results["test"] == one["test"] and results["best_step"] == one["best_step"]
+    _assert_same_run(tmp_path / "k1", tmp_path / f"k{k}")
+  # Full calls of K = 16 (compile-time trip count), the batch split over 2 devices.
+  config = _with(config, total_steps=32, log_every=16, eval_every=16,
+                 checkpoint_every=16, num_devices=2)
+  train.train_and_evaluate(config, tmp_path / "two_devices_k1")
+  train.train_and_evaluate(_with(config, steps_per_call=16), tmp_path / "two_devices_k16")
+  _assert_same_run(tmp_path / "two_devices_k1", tmp_path / "two_devices_k16",
+                   checkpoints=(16, 32))
 
 
 @pytest.mark.slow
