@@ -221,6 +221,54 @@ def _group_table(summary: dict[str, dict]) -> list[str]:
            "|---|---|" + "---:|" * len(long_tail.GROUPS)] + rows + [""])
 
 
+def _reference_group(group: str, groups: Sequence[str]) -> str | None:
+  """The baseline group a group is compared with: the baseline of the same
+  variant if the grid has one, else the grid's first baseline without one."""
+  variant = group.split("/")[2:]
+  baselines = [g for g in groups if g.split("/")[0] == "baseline"]
+  for candidate in baselines:
+    if candidate.split("/")[2:] == variant:
+      return candidate
+  return next((g for g in baselines if len(g.split("/")) == 2), None)
+
+
+def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:
+  """RESULTS.md lines: each group's predictions against its baseline's ``acc``
+  (difference of means in points, Welch's two-sided t-test over the seeds)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  values: dict[str, dict[str, list[float]]] = {}
+  for r in records:
+    per_metric = values.setdefault(r["run"].group, {})
+    for metric in names:
+      if metric in r["results"]["test"]:
+        per_metric.setdefault(metric, []).append(r["results"]["test"][metric] * 100)
+  rows = []
+  for group, metrics in values.items():
+    reference = _reference_group(group, list(values))
+    if reference is None or reference == group or "acc" not in values[reference]:
+      continue
+    base = values[reference]["acc"]
+    for metric in names:
+      if metric not in metrics:
+        continue
+      ours = metrics[metric]
+      p = (f"{stats.ttest_ind(ours, base, equal_var=False).pvalue:.3f}"
+           if min(len(ours), len(base)) >= 2 else "–")
+      rows.append(f"| {group} | {metric} | {reference} | "
+                  f"{np.mean(ours) - np.mean(base):+.2f} | {p} | "
+                  f"{len(ours)} / {len(base)} |")
+  if not rows:
+    return []
+  return (["## Against the baseline (test %, difference of means, Welch's t-test)",
+           "",
+           "Each prediction of a group against the `acc` of the baseline with "
+           "the same variant (else the plain baseline): difference of the "
+           "means in points, Welch's two-sided p over the seeds "
+           "(`scipy.stats.ttest_ind(equal_var=False)`), n = seeds of each side.",
+           "", "| objective/transform | prediction | baseline | difference | "
+           "Welch p | n |", "|---|---|---|---:|---:|---:|"] + rows + [""])
+
+
 def _machine() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
@@ -321,6 +369,7 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
       "MT); `acc_si`: SLA's single inference (identity view's joint "
       "logits); `acc_ag`: aggregated over the M views; `acc_sd`: the "
       "self-distilled single head."), ""]
+  lines += _baseline_table(records, names)
   lines += _group_table(summary)
   lines += [f"![test accuracy vs step]({plots[0]})", "",
             f"![final test accuracy]({plots[1]})", ""]
