@@ -14,7 +14,10 @@ validation split, the full 5 000-image test set. How it was chosen: a ResNet-8
 step on 256 views costs ~0.7 s on the 2 cores, so an SLA run is ~12 minutes,
 the baseline ~4, colour permutations ~18, and the 21 runs about 4 hours
 (spread over sessions: rerunning the command resumes). Results:
-results/tinyimagenet100_cpu/RESULTS.md.
+results/tinyimagenet100_cpu/RESULTS.md. Result reached (all 21 runs, code of
+ac5d48e): baseline 10.31 +- 0.96 %, SLA rotation AG 9.35 +- 0.74, SLA+SD SD
+head 9.98 +- 1.31, DA 9.04, MT 9.34, colour permutations AG 7.85, fg4 SD 9.40:
+on this short schedule SLA does not beat the baseline (analysis.md there).
 """
 
 import ml_collections

@@ -17,8 +17,10 @@ resnet12, conv4), depth (cifar_resnet), objective, transform, steps,
 batch_size, seed.
 
 Expected result: a 100-class problem where the paper finds SLA's largest gains
-(CIFAR-100: SLA+AG several points above the baseline); the CPU grid on it is
-configs/grid_tinyimagenet100_cpu.py, and its results are in RESULTS.md.
+(CIFAR-100: SLA+AG several points above the baseline) after the full 80k
+steps, not yet run (it needs a GPU: benchmarks/gpu_suite.sh train). The CPU
+grid on it, configs/grid_tinyimagenet100_cpu.py (ResNet-8, 3 epochs), reached
+~10 % with no gain from SLA (RESULTS.md).
 """
 
 from sla_jax import config_lib
