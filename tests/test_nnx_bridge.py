@@ -100,7 +100,12 @@ def test_dropblock_draws_from_the_dropout_stream():
   model = models.get("resnet12", widths=(8, 12, 16, 20), heads={"joint": 4},
                      drop_rate=0.3, dropblock_size=2)
   net = models.to_nnx(model, x, rngs=nnx.Rngs(params=0, dropout=1))
+  loaded = models.to_nnx(model, x, rngs=nnx.Rngs(params=5, dropout=1), variables={
+      "params": nnx.to_pure_dict(nnx.state(net, nnx.Param)),
+      "batch_stats": nnx.to_pure_dict(nnx.state(net, nnx.BatchStat))})
   train = nnx.jit(lambda n: n(x, train=True, mutable=["batch_stats"])["features"])
   evaluate = nnx.jit(lambda n: n(x, train=False)["features"])
+  np.testing.assert_array_equal(evaluate(loaded), evaluate(net))  # before training
   assert not np.allclose(train(net), train(net))  # the stream advances each call
+  assert not np.allclose(train(loaded), train(loaded))  # loaded with its streams too
   np.testing.assert_array_equal(evaluate(net), evaluate(net))

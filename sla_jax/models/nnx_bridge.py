@@ -35,8 +35,10 @@ def to_nnx(model: nn.Module, example_inputs: jax.Array, *,
     _jitted_init(wrapped, example_inputs)
     return wrapped
 
+  streams = {name: 0 for name, _ in rngs.items()}  # the same streams: same graph
+
   def initialised():
-    return bridge.lazy_init(bridge.ToNNX(model, rngs=nnx.Rngs(0)),
+    return bridge.lazy_init(bridge.ToNNX(model, rngs=nnx.Rngs(**streams)),
                             example_inputs, train=False)
 
   graphdef, params, stats, _ = nnx.split(nnx.eval_shape(initialised),
