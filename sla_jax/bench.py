@@ -163,7 +163,7 @@ def build_train_step(config, images, labels, num_classes: int,
   tx, _ = train.make_optimizer(config)
   init = train.make_init(spec.model, tx, tuple(image_shape))
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(init, out_shardings=replicated)(init_key)
+  state = train.jit_init(init, out_shardings=replicated)(init_key)
   steps_per_call = config.get("steps_per_call", 1)
   call = train.jit_multi_step(
       train.make_train_step(spec, tx, config, NamedSharding(mesh, P("data"))),

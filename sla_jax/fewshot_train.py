@@ -573,7 +573,7 @@ def meta_train_and_evaluate(config: ml_collections.ConfigDict,
     state, progress = restored["state"], train.LoopState(**restored["progress"])
     logging.info("Resumed from %s at step %d.", workdir / "checkpoints", step)
   else:
-    state, progress = jax.jit(init)(init_key), train.LoopState()
+    state, progress = train.jit_init(init)(init_key), train.LoopState()
   start_step = int(jax.device_get(state.step))
 
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top

@@ -67,7 +67,7 @@ from sla_jax import preprocess
 from sla_jax import spec as spec_lib
 
 __all__ = ["ConfigError", "TrainState", "LoopState", "check_against_data",
-           "make_optimizer", "make_init", "make_train_step", "make_multi_step",
+           "make_optimizer", "make_init", "jit_init", "make_train_step", "make_multi_step",
            "MultiStep", "jit_multi_step",
            "variables_of", "workdir_path", "train_and_evaluate"]
 
@@ -185,6 +185,17 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
   schedule = optim.step_decay_schedule(config.lr, config.total_steps,
                                        tuple(config.lr_decay_at))
   return optim.sgd(schedule, config.momentum, config.weight_decay), schedule
+
+
+# The initial state is computed once: on the CPU, LLVM at -O1 compiles it (the
+# random initialisers) 2-3x faster than the default -O2, to the same bits (tested).
+_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def jit_init(init: Callable, **jit_kwargs) -> Callable:
+  """``jax.jit(init, **jit_kwargs)``, compiled quickly on the CPU (same results)."""
+  options = _INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  return jax.jit(init, compiler_options=options, **jit_kwargs)
 
 
 def make_init(model, tx, image_shape) -> Callable[[jax.Array], TrainState]:
@@ -523,7 +534,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     state, progress = restored["state"], LoopState(**restored["progress"])
     logging.info("Resumed from %s at step %d.", workdir / "checkpoints", step)
   else:
-    state = jax.jit(init, out_shardings=replicated)(init_key)
+    state = jit_init(init, out_shardings=replicated)(init_key)
     progress = LoopState()
   start_step = int(jax.device_get(state.step))
 

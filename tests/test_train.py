@@ -247,6 +247,19 @@ def _assert_same_run(dir_a, dir_b, checkpoints=(10, 20)):
       np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # two compiles of the initial state
+def test_the_quickly_compiled_init_gives_the_same_bits():
+  from sla_jax import models, optim  # pylint: disable=g-import-not-at-top
+  model = models.get("cifar_resnet", depth=8, heads={"joint": 40, "single": 10})
+  init = train.make_init(model, optim.sgd(0.1), (32, 32, 3))
+  key = jax.random.key(7)
+  quick, default = train.jit_init(init)(key), jax.jit(init)(key)
+  leaves = jax.tree.leaves(default)
+  assert len(leaves) == len(jax.tree.leaves(quick)) > 20
+  for a, b in zip(jax.tree.leaves(quick), leaves):
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_steps_per_call_gives_the_same_run(tmp_path):
   """K = 1 (the step alone), K = 8 and K = 3 steps per call (calls of 4, 3, 2,
