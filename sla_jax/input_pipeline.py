@@ -89,6 +89,9 @@ def device_batch(key: jax.Array, images: jax.Array, labels: jax.Array,
   over the mesh's data axis.
   """
   index = draw_indices(key, labels.shape[0], batch_size, draw)
+  if sharding is not None:  # every device draws all indices, gathers its rows
+    index = jax.lax.with_sharding_constraint(
+        index, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
   batch = images[index], labels[index]
   if sharding is not None:
     batch = jax.lax.with_sharding_constraint(batch, sharding)

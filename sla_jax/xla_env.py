@@ -13,17 +13,18 @@ its own flags. A flag already named in ``XLA_FLAGS`` is left as given;
   keeps more large activations alive at once; on the ResNet train step the
   plain order is much faster (BENCHMARKS.md). Order only: every op computes
   the same values. Affects CPU programs only (accelerator runs unchanged).
-- ``xla_force_host_platform_device_count=D`` (:func:`host_device_count`: one
-  CPU device per core, as the largest power of two up to 8): XLA:CPU runs
-  each elementwise fusion (BatchNorm, ReLU, the patches of the weight
-  gradients) on one thread, so one device leaves the other cores idle for
-  much of the step; the trainer's sharded step over D devices runs them on D
-  threads (BatchNorm statistics stay those of the whole batch). A power of
-  two so that the usual batch sizes divide; ``--config.num_devices=1`` (or
-  ``JAX_NUM_CPU_DEVICES``, which JAX prefers over this flag) chooses
-  otherwise. Changes sums' order across devices, so results agree with one
-  device to float rounding, not bit for bit. Affects the CPU platform only:
-  on a GPU or TPU machine the tools run on the accelerators as before.
+
+Not a default: splitting the CPU into devices. XLA:CPU runs each elementwise
+fusion on one thread, and ``--xla_force_host_platform_device_count=D``
+(:func:`host_device_count` gives one device per core, as the largest power of
+two up to 8) lets the trainer's sharded step use D threads for them: the
+protocol step 1.23x faster on 2 cores (BENCHMARKS.md). It was the tools'
+default for one day and was withdrawn: under load (other jobs on the cores) a
+2-device quickstart deadlocked in XLA:CPU's collectives in 7 of 14 runs (one
+device's execution never starts; XLA aborts after its 40 s rendezvous
+timeout). Opt in with ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+on a machine with nothing else running; results agree with one device to
+float rounding.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def _usable_cpus() -> int:
 
 
 def host_device_count(cpus: int | None = None) -> int:
-  """The largest power of two <= min(``cpus``, MAX_HOST_DEVICES); ``cpus`` defaults to this process's cores."""
+  """One CPU device per core, to opt in with: the largest power of two <= min(``cpus``, MAX_HOST_DEVICES).
+
+  ``cpus`` defaults to this process's cores.
+  """
   cpus = _usable_cpus() if cpus is None else cpus
   n = 1
   while n * 2 <= min(max(cpus, 1), MAX_HOST_DEVICES):
@@ -57,9 +61,9 @@ def host_device_count(cpus: int | None = None) -> int:
   return n
 
 
-def default_flags(cpus: int | None = None) -> dict[str, str]:
-  """:data:`DEFAULT_FLAGS` plus the CPU device count for a machine with ``cpus`` cores."""
-  return {**DEFAULT_FLAGS, HOST_DEVICES_FLAG: str(host_device_count(cpus))}
+def default_flags() -> dict[str, str]:
+  """The flags the tools add: :data:`DEFAULT_FLAGS` (one CPU device, XLA's own default)."""
+  return dict(DEFAULT_FLAGS)
 
 
 def with_defaults(xla_flags: str,
@@ -72,8 +76,7 @@ def with_defaults(xla_flags: str,
   return " ".join(xla_flags.split() + extra)
 
 
-def apply_defaults(environ: MutableMapping[str, str] = os.environ,
-                   cpus: int | None = None) -> None:
+def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
   """Sets ``environ["XLA_FLAGS"]`` to :func:`with_defaults` (unless ``SLA_XLA_DEFAULTS=0``).
 
   Call before JAX starts a backend (the tools do, before parsing flags).
@@ -81,6 +84,6 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ,
   if environ.get("SLA_XLA_DEFAULTS", "1").strip().lower() in ("0", "false",
                                                               "no"):
     return
-  flags = with_defaults(environ.get("XLA_FLAGS", ""), default_flags(cpus))
+  flags = with_defaults(environ.get("XLA_FLAGS", ""), default_flags())
   if flags:
     environ["XLA_FLAGS"] = flags

@@ -56,3 +56,24 @@ def test_trainer_runs_with_the_top_k_draw(tmp_path):
   results = train.train_and_evaluate(tiny_config("sla", batch_draw="top_k"),
                                      tmp_path)
   assert 0 <= results["test"]["acc_si"] <= 1
+
+
+@pytest.mark.parametrize("draw", input_pipeline.BATCH_DRAWS)
+def test_a_sharded_batch_draw_moves_no_data_between_devices(draw):
+  """Every device draws all the indices and gathers its own rows: no
+  collective-permute (XLA:CPU's 2-device train step hung in one under load)."""
+  import re  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from sla_jax import distributed  # pylint: disable=g-import-not-at-top
+  mesh = distributed.make_mesh(2)  # the trainer's mesh
+  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  images = jax.device_put(np.zeros((500, 4, 4, 3), np.uint8), replicated)
+  labels = jax.device_put(np.arange(500) % 10, replicated)
+  fn = jax.jit(lambda k, x, y: input_pipeline.device_batch(k, x, y, 64, batch, draw))
+  hlo = fn.lower(jax.random.key(0), images, labels).compile().as_text()
+  assert not re.search(r"collective-permute|all-to-all|all-gather", hlo)
+  x, y = fn(jax.random.key(0), images, labels)
+  assert x.sharding.spec == P("data") and y.shape == (64,)
+  one = input_pipeline.device_batch(jax.random.key(0), np.zeros((500, 4, 4, 3), np.uint8),
+                                    np.arange(500) % 10, 64, None, draw)[1]
+  np.testing.assert_array_equal(y, one)  # the same rows as unsharded
