@@ -110,7 +110,7 @@ def test_gradients_reach_the_layers_before_the_transform():
 
   grads = jax.grad(loss)(variables["params"])
   for name in ("conv_1_3x3", "stage_1_0", "stage_3_0", "joint_head", "single_head"):
-    norm = float(optax.global_norm(grads[name]))
+    norm = float(optax.tree.norm(grads[name]))
     assert np.isfinite(norm) and norm > 0, name
 
 
