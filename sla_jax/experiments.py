@@ -174,17 +174,24 @@ def metric_names(grid) -> tuple[str, ...]:
   return tuple(grid.get("metrics") or objectives.metric_names())
 
 
+def _test_values(records: Sequence[dict],
+                 metrics: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+  """Group -> {metric: [each seed's test value]} for ``metrics``, in run order."""
+  groups: dict[str, dict[str, list[float]]] = {}
+  for r in records:
+    g = groups.setdefault(r["run"].group, {})
+    for metric in metrics:
+      if metric in r["results"]["test"]:
+        g.setdefault(metric, []).append(r["results"]["test"][metric])
+  return groups
+
+
 def summarize(records: Sequence[dict],
               names: Sequence[str] | None = None) -> dict[str, dict]:
   """Group -> {metric: (mean, std, n)} over seeds, for the test metrics
   ``names`` (default: every objective's)."""
-  groups: dict[str, dict[str, list[float]]] = {}
-  for r in records:
-    g = groups.setdefault(r["run"].group, {})
-    for metric in (tuple(names or objectives.metric_names()) +
-                   _group_metric_names()):
-      if metric in r["results"]["test"]:
-        g.setdefault(metric, []).append(r["results"]["test"][metric])
+  groups = _test_values(records, tuple(names or objectives.metric_names()) +
+                        _group_metric_names())
   return {group: {m: (float(np.mean(v)),
                       float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
                   for m, v in metrics.items()}
@@ -236,12 +243,8 @@ def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:
   """RESULTS.md lines: each group's predictions against its baseline's ``acc``
   (difference of means in points, Welch's two-sided t-test over the seeds)."""
   from scipy import stats  # pylint: disable=g-import-not-at-top
-  values: dict[str, dict[str, list[float]]] = {}
-  for r in records:
-    per_metric = values.setdefault(r["run"].group, {})
-    for metric in names:
-      if metric in r["results"]["test"]:
-        per_metric.setdefault(metric, []).append(r["results"]["test"][metric] * 100)
+  values = {group: {m: [v * 100 for v in vs] for m, vs in metrics.items()}
+            for group, metrics in _test_values(records, names).items()}
   rows = []
   for group, metrics in values.items():
     reference = _reference_group(group, list(values))

@@ -188,7 +188,8 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
 
 
 # The initial state is computed once: on the CPU, LLVM at -O1 compiles it (the
-# random initialisers) 2-3x faster than the default -O2, to the same bits (tested).
+# random initialisers) about twice as fast as the default -O2 (BENCHMARKS.md),
+# to the same bits (tested).
 _INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 

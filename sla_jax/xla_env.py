@@ -38,7 +38,6 @@ __all__ = ["DEFAULT_FLAGS", "MAX_HOST_DEVICES", "host_device_count",
 DEFAULT_FLAGS: Mapping[str, str] = {  # machine-independent defaults
     "xla_cpu_enable_concurrency_optimized_scheduler": "false",
 }
-HOST_DEVICES_FLAG = "xla_force_host_platform_device_count"
 MAX_HOST_DEVICES = 8
 
 
