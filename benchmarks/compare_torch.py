@@ -54,9 +54,9 @@ def check_against_reference(path=REFERENCE) -> float | None:
 
 
 def default_jax_devices() -> int:
-  """Every CPU device (one unless ``XLA_FLAGS`` splits the CPU, e.g.
-  ``--xla_force_host_platform_device_count=2``, as PyTorch uses every core
-  through its threads); one accelerator (PyTorch's one GPU)."""
+  """Every CPU device (the tools' one per core, :mod:`sla_jax.xla_env`, as
+  PyTorch uses every core through its threads); one accelerator (PyTorch's
+  one GPU)."""
   return jax.device_count() if jax.default_backend() == "cpu" else 1
 
 

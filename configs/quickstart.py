@@ -13,16 +13,17 @@ Data: 1 797 real 8x8 grey digits (no download): 1 300 train, 200 val, 297 test.
 Model: CIFAR ResNet-8 (one block per stage), 4 rotations, batch 64 images
 (256 views), 600 steps of SGD (lr 0.1, x0.1 at 50 % / 75 %), crop padding 1.
 
-Measured on 2 CPU cores (other jobs paused), seed 0, 2026-12-01 (third
-session), one CPU device, the tools' default (test accuracy at the best
-validation step; wall time of the whole command, compilation and data included):
-  objective=sla       SI 96.30 %, AG 99.33 %                     33 s
-  objective=sla_sd    SI 97.98 %, AG 97.31 %, SD 97.98 %         30 s
-  objective=baseline  98.99 %                                    15 s
-  objective=da        92.59 % (identity view), AG 94.61 %        27 s
-  objective=mt        93.27 % (identity view), AG 95.96 %        29 s
-(With XLA_FLAGS=--xla_force_host_platform_device_count=2, opt-in, the second
-session: objective=sla SI 97.31 %, AG 99.33 % in 25 s.)
+Measured on 2 CPU cores (other jobs paused), seed 0, 2026-12-02, two CPU
+devices, the tools' default (test accuracy at the best validation step; wall
+time of the whole command, compilation and data included; that day the VM ran
+1.2-1.5x slower than on 2026-12-01):
+  objective=sla       SI 97.31 %, AG 99.33 %                     40 s
+  objective=sla_sd    SI 96.97 %, AG 97.98 %, SD 97.64 %         39 s
+  objective=baseline  97.98 %                                    24 s
+  objective=da        92.26 % (identity view), AG 94.28 %        36 s
+  objective=mt        94.28 % (identity view), AG 95.62 %        36 s
+(One device, --config.num_devices=1 or JAX_NUM_CPU_DEVICES=1, differs in float
+rounding: 2026-12-01, objective=sla SI 96.30 %, AG 99.33 % in 33 s.)
 One seed on 297 test images (one image = 0.34 points); means over 5 seeds,
 feature-level runs included: results/digits/RESULTS.md (configs/grid_digits.py).
 """

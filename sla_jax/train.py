@@ -41,6 +41,7 @@ events, Orbax checkpoints in ``checkpoints/`` (latest, to resume) and ``best/``
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -72,6 +73,11 @@ __all__ = ["ConfigError", "TrainState", "LoopState", "check_against_data",
            "variables_of", "workdir_path", "train_and_evaluate"]
 
 ConfigError = spec_lib.ConfigError
+# Calls the loop lets run ahead of the host before it waits for the oldest.
+# Enough to keep a device fed; far below XLA:CPU's 32 queued programs per
+# device, past which several CPU devices deadlock in their collectives
+# (sla_jax.xla_env, benchmarks/cpu_collective_deadlock.py).
+MAX_CALLS_IN_FLIGHT = 4
 # Fields that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = ("num_devices", "log_every", "steps_per_call")
 
@@ -420,6 +426,7 @@ class _Loop:
     config, selection = self.config, self.objective.selection_metric
     # (last step, steps in the call, their losses) not yet fetched.
     unchecked: list[tuple[int, int, jax.Array]] = []
+    in_flight: collections.deque[jax.Array] = collections.deque()
     step = int(jax.device_get(state.step))
     tick, tick_step = time.perf_counter(), step
     while step < config.total_steps:
@@ -427,6 +434,9 @@ class _Loop:
       images, labels = next(self.batches)
       state, losses_ = self.train_steps(state, images, labels, self.seed_key, k)
       unchecked.append((step + k, k, losses_))
+      in_flight.append(losses_)
+      if len(in_flight) > MAX_CALLS_IN_FLIGHT:
+        jax.block_until_ready(in_flight.popleft())
       step += k
       self.bar.update(k)
       preempted = watcher.reached(step)

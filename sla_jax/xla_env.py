@@ -14,17 +14,30 @@ its own flags. A flag already named in ``XLA_FLAGS`` is left as given;
   plain order is much faster (BENCHMARKS.md). Order only: every op computes
   the same values. Affects CPU programs only (accelerator runs unchanged).
 
-Not a default: splitting the CPU into devices. XLA:CPU runs each elementwise
-fusion on one thread, and ``--xla_force_host_platform_device_count=D``
-(:func:`host_device_count` gives one device per core, as the largest power of
-two up to 8) lets the trainer's sharded step use D threads for them: the
-protocol step 1.23x faster on 2 cores (BENCHMARKS.md). It was the tools'
-default for one day and was withdrawn: under load (other jobs on the cores) a
-2-device quickstart deadlocked in XLA:CPU's collectives in 7 of 14 runs (one
-device's execution never starts; XLA aborts after its 40 s rendezvous
-timeout). Opt in with ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
-on a machine with nothing else running; results agree with one device to
-float rounding.
+- ``xla_force_host_platform_device_count=D`` (:func:`host_device_count`: one
+  CPU device per core, as the largest power of two up to 8): XLA:CPU runs
+  each elementwise fusion (BatchNorm, ReLU, the patches of the weight
+  gradients) on one thread, so one device leaves the other cores idle for
+  much of the step; the trainer's sharded step over D devices runs them on D
+  threads (BatchNorm statistics stay those of the whole batch): the protocol
+  step 1.23x faster on 2 cores (BENCHMARKS.md). A power of two so that the
+  usual batch sizes divide; ``--config.num_devices=1`` (or
+  ``JAX_NUM_CPU_DEVICES``, which JAX prefers over this flag) chooses
+  otherwise. Results agree with one device to float rounding, not bit for
+  bit. Affects the CPU platform only.
+
+Several CPU devices and queued work: XLA:CPU's client runs each device's part
+of a multi-device program, and each part's dispatch, on one pool of
+max(cores, D) threads. When more than 32 programs per device are queued (a
+loop that never waits), a dispatch blocks its pool thread on the device's
+in-flight limit and the next collective, which needs D threads at once, never
+gets them: a deadlock that XLA ends by aborting after its rendezvous timeout
+(``benchmarks/cpu_collective_deadlock.py`` shows it in seconds; it made this
+default deadlock under load in 7 of 14 quickstart runs before the trainer
+bounded its queue). The trainer waits for the call
+:data:`sla_jax.train.MAX_CALLS_IN_FLIGHT` back, far below the limit. A loop
+of one's own on several CPU devices should do the same (or run with
+``PJRT_NPROC`` = 2·D threads, which also enlarges XLA's intra-op pool).
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ __all__ = ["DEFAULT_FLAGS", "MAX_HOST_DEVICES", "host_device_count",
 DEFAULT_FLAGS: Mapping[str, str] = {  # machine-independent defaults
     "xla_cpu_enable_concurrency_optimized_scheduler": "false",
 }
+HOST_DEVICES_FLAG = "xla_force_host_platform_device_count"
 MAX_HOST_DEVICES = 8
 
 
@@ -49,10 +63,7 @@ def _usable_cpus() -> int:
 
 
 def host_device_count(cpus: int | None = None) -> int:
-  """One CPU device per core, to opt in with: the largest power of two <= min(``cpus``, MAX_HOST_DEVICES).
-
-  ``cpus`` defaults to this process's cores.
-  """
+  """One CPU device per core: the largest power of two <= min(``cpus``, MAX_HOST_DEVICES); ``cpus`` defaults to this process's cores."""
   cpus = _usable_cpus() if cpus is None else cpus
   n = 1
   while n * 2 <= min(max(cpus, 1), MAX_HOST_DEVICES):
@@ -60,9 +71,9 @@ def host_device_count(cpus: int | None = None) -> int:
   return n
 
 
-def default_flags() -> dict[str, str]:
-  """The flags the tools add: :data:`DEFAULT_FLAGS` (one CPU device, XLA's own default)."""
-  return dict(DEFAULT_FLAGS)
+def default_flags(cpus: int | None = None) -> dict[str, str]:
+  """:data:`DEFAULT_FLAGS` plus the CPU device count for a machine with ``cpus`` cores."""
+  return {**DEFAULT_FLAGS, HOST_DEVICES_FLAG: str(host_device_count(cpus))}
 
 
 def with_defaults(xla_flags: str,
@@ -75,7 +86,8 @@ def with_defaults(xla_flags: str,
   return " ".join(xla_flags.split() + extra)
 
 
-def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
+def apply_defaults(environ: MutableMapping[str, str] = os.environ,
+                   cpus: int | None = None) -> None:
   """Sets ``environ["XLA_FLAGS"]`` to :func:`with_defaults` (unless ``SLA_XLA_DEFAULTS=0``).
 
   Call before JAX starts a backend (the tools do, before parsing flags).
@@ -83,6 +95,6 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
   if environ.get("SLA_XLA_DEFAULTS", "1").strip().lower() in ("0", "false",
                                                               "no"):
     return
-  flags = with_defaults(environ.get("XLA_FLAGS", ""), default_flags())
+  flags = with_defaults(environ.get("XLA_FLAGS", ""), default_flags(cpus))
   if flags:
     environ["XLA_FLAGS"] = flags

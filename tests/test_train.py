@@ -16,10 +16,9 @@ REPO = sp.REPO
 
 
 def tiny_config(objective="sla", **overrides):
-  """subprocess_util's TINY digits run with ``objective`` (one device: 8
-  simulated CPU devices sharing 2 cores can stall XLA's collectives past their
-  40 s timeout under load; test_eight_devices_match_one covers the sharded
-  path on a tiny workload)."""
+  """subprocess_util's TINY digits run with ``objective`` (one device, the
+  quickest on 2 cores; test_eight_devices_match_one covers the sharded path,
+  tests/test_cpu_collectives.py the deadlock 8 devices once ran into)."""
   return sp.make_config(objective=objective, **overrides)
 
 

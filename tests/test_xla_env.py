@@ -17,8 +17,8 @@ DEVICES = "xla_force_host_platform_device_count"
 @pytest.mark.parametrize("cpus, devices", [(1, 1), (2, 2), (3, 2), (4, 4),
                                            (6, 4), (12, 8), (96, 8), (0, 1)])
 def test_one_cpu_device_per_core_as_a_power_of_two_up_to_8(cpus, devices):
-  assert xla_env.host_device_count(cpus) == devices  # what to opt in with
-  assert DEVICES not in xla_env.default_flags()  # not a default (deadlocks)
+  assert xla_env.host_device_count(cpus) == devices
+  assert xla_env.default_flags(cpus)[DEVICES] == str(devices)
 
 
 def test_defaults_are_appended_to_the_users_flags():
@@ -38,8 +38,9 @@ def test_a_flag_the_user_names_is_kept(given):
 
 def test_apply_defaults_sets_the_environment_unless_turned_off():
   environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
-  xla_env.apply_defaults(environ)
-  assert environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x --{FLAG}=false"
+  xla_env.apply_defaults(environ, cpus=2)
+  assert environ["XLA_FLAGS"] == (f"--xla_dump_to=/tmp/x --{FLAG}=false "
+                                  f"--{DEVICES}=2")
   environ = {"SLA_XLA_DEFAULTS": "0"}
   xla_env.apply_defaults(environ)
   assert "XLA_FLAGS" not in environ
@@ -55,12 +56,12 @@ def test_the_tools_start_with_the_defaults():
                          f"--{FLAG}=false"]
 
 
-def test_the_tools_use_one_cpu_device_unless_told():
+def test_the_tools_split_the_cpu_into_devices_unless_told():
   code = ("from sla_jax import cli; import jax; "
           "cli.run(lambda argv: print(jax.device_count()), 'x', (), 'x')")
   for xla_flags, jax_num_cpu_devices, expected in (
-      ("", None, 1),
-      (f"--{DEVICES}=2", None, 2),
+      ("", None, xla_env.host_device_count()),
+      (f"--{DEVICES}=1", None, 1),
       ("", "3", 3)):  # JAX's own setting wins over the flag
     env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
     env.update(XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
