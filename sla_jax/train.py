@@ -19,7 +19,10 @@ devices, so the result does not depend on the number of devices.
 
 Every jitted call runs ``k`` steps: ``k`` is up to ``steps_per_call = K``
 (on-device data) and stops early at the next log, evaluation or checkpoint
-step, so the host dispatches once per K steps. With K > 1 the steps run in a
+step, so the host dispatches once per K steps, and lets at most
+:data:`MAX_CALLS_IN_FLIGHT` calls run ahead of it (it waits for the oldest,
+never for the newest, so the device stays busy; several CPU devices deadlock
+when too many queue up, :mod:`sla_jax.xla_env`). With K > 1 the steps run in a
 ``while_loop``: a call of K steps with its trip count fixed at compile time
 (XLA:GPU then queues the K steps without a host round-trip each), a shorter
 call with a run-time trip count; both loops have the same body, so the
@@ -67,7 +70,8 @@ from sla_jax import long_tail, losses, metric_writers, optim, preemption
 from sla_jax import preprocess
 from sla_jax import spec as spec_lib
 
-__all__ = ["ConfigError", "TrainState", "LoopState", "check_against_data",
+__all__ = ["ConfigError", "MAX_CALLS_IN_FLIGHT", "TrainState", "LoopState",
+           "check_against_data",
            "make_optimizer", "make_init", "jit_init", "make_train_step", "make_multi_step",
            "MultiStep", "jit_multi_step",
            "variables_of", "workdir_path", "train_and_evaluate"]
