@@ -30,33 +30,19 @@ def test_unwaited_calls_deadlock_with_xlas_own_threads():
   assert result["finished"], result  # or twice the threads
 
 
-def _train_100_steps_between_logs(tmp_path, max_calls_in_flight=None,
-                                  timeout_s=60) -> subprocess.CompletedProcess:
-  """The tiny run on 2 CPU devices with XLA's own 2 PjRt threads, one log at step 100."""
+def test_the_trainer_on_two_cpu_devices_finishes_with_100_calls_between_logs(
+    tmp_path):
+  """The tiny run on 2 CPU devices with XLA's own 2 PjRt threads, one log at step 100.
+
+  Without the loop's bound the same run deadlocked here once and finished
+  once under heavier load: a race, which the repro above hits every time.
+  """
   env = sp.env(2, PJRT_NPROC="2",  # XLA's own count on a 2-core machine
-               XLA_FLAGS=f"{DEVICES_FLAG} {TIMEOUT_FLAG}={timeout_s}")
+               XLA_FLAGS=f"{DEVICES_FLAG} {TIMEOUT_FLAG}=60")
   config = sp.write_config(tmp_path / "config.py", total_steps=100,
                            log_every=100, eval_every=100,
                            checkpoint_every=100, num_devices=2)
-  argv = sp.cli(config, tmp_path / "w")
-  if max_calls_in_flight is not None:  # the trainer with another bound
-    argv[1:3] = ["-c", "import sys; from sla_jax import main, train; "
-                 f"train.MAX_CALLS_IN_FLIGHT = {max_calls_in_flight}; "
-                 "sys.argv[0] = 'sla-train'; main.run()"]
-  return subprocess.run(argv, cwd=sp.REPO, env=env, capture_output=True,
-                        text=True, timeout=sp.TIMEOUT_S)
-
-
-def test_the_trainer_on_two_cpu_devices_finishes_with_100_calls_between_logs(
-    tmp_path):
-  proc = _train_100_steps_between_logs(tmp_path)
+  proc = subprocess.run(sp.cli(config, tmp_path / "w"), cwd=sp.REPO, env=env,
+                        capture_output=True, text=True, timeout=sp.TIMEOUT_S)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert [r["step"] for r in sp.metric_rows(tmp_path / "w")] == [100]
-
-
-@pytest.mark.slow
-def test_the_trainer_without_its_bound_deadlocks(tmp_path):
-  proc = _train_100_steps_between_logs(tmp_path, max_calls_in_flight=10**6,
-                                       timeout_s=10)
-  assert proc.returncode != 0 and "Termination timeout" in proc.stderr, (
-      proc.returncode, proc.stderr[-2000:])
