@@ -44,7 +44,6 @@ events, Orbax checkpoints in ``checkpoints/`` (latest, to resume) and ``best/``
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import logging
@@ -430,7 +429,6 @@ class _Loop:
     config, selection = self.config, self.objective.selection_metric
     # (last step, steps in the call, their losses) not yet fetched.
     unchecked: list[tuple[int, int, jax.Array]] = []
-    in_flight: collections.deque[jax.Array] = collections.deque()
     step = int(jax.device_get(state.step))
     tick, tick_step = time.perf_counter(), step
     while step < config.total_steps:
@@ -438,9 +436,8 @@ class _Loop:
       images, labels = next(self.batches)
       state, losses_ = self.train_steps(state, images, labels, self.seed_key, k)
       unchecked.append((step + k, k, losses_))
-      in_flight.append(losses_)
-      if len(in_flight) > MAX_CALLS_IN_FLIGHT:
-        jax.block_until_ready(in_flight.popleft())
+      if len(unchecked) > MAX_CALLS_IN_FLIGHT:  # older calls: waited for already
+        jax.block_until_ready(unchecked[-MAX_CALLS_IN_FLIGHT - 1][2])
       step += k
       self.bar.update(k)
       preempted = watcher.reached(step)
