@@ -185,8 +185,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 100
   c.checkpoint_every = 1000
   c.keep_checkpoints = 2
-  c.num_devices = -1            # -1: all devices JAX sees (a CPU is one unless
-                                # XLA_FLAGS splits it: sla_jax.xla_env)
+  c.num_devices = -1            # -1: all devices JAX sees (on a CPU the tools
+                                # make one per core: sla_jax.xla_env)
   return c
 
 

@@ -61,7 +61,7 @@ def test_trainer_runs_with_the_top_k_draw(tmp_path):
 @pytest.mark.parametrize("draw", input_pipeline.BATCH_DRAWS)
 def test_a_sharded_batch_draw_moves_no_data_between_devices(draw):
   """Every device draws all the indices and gathers its own rows: no
-  collective-permute (XLA:CPU's 2-device train step hung in one under load)."""
+  collective-permute, the same rows as unsharded."""
   import re  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from sla_jax import distributed  # pylint: disable=g-import-not-at-top
