@@ -13,9 +13,11 @@ SLA rotation SI 96.5 / AG 98.5, SLA+SD rotation SD head 98.3 / AG 98.8.
 
 import ml_collections
 
+from sla_jax import config_lib
+
 
 def get_config(arg=None):
-  del arg
+  config_lib.parse_arg(arg)  # takes no arguments: refuses any
   g = ml_collections.ConfigDict()
   g.title = "Digits (sklearn, 8x8), ResNet-8, 600 steps, rotation"
   g.config = "configs/quickstart.py"

@@ -19,6 +19,9 @@ from sla_jax import xla_env
 __all__ = ["run", "usage"]
 
 _HELP = ("--help", "-h", "--helpshort", "-?")
+# The tools' ml_collections config-file flags (loaded lazily: read once to
+# surface a file that failed to load as a flag error).
+_CONFIG_FILE_FLAGS = ("config", "grid")
 
 
 def usage(doc: str, flag_names: Sequence[str]) -> str:
@@ -28,8 +31,9 @@ def usage(doc: str, flag_names: Sequence[str]) -> str:
     flag = flags.FLAGS[name]
     default = "" if flag.default is None else f" (default: {flag.default_as_str})"
     lines.append(f"  --{name}: {' '.join(flag.help.split())}{default}")
-  lines += ["  --config.FIELD=VALUE: override any field of the config",
-            "", "--helpfull lists absl's and JAX's flags too."]
+  if "config" in flag_names:
+    lines.append("  --config.FIELD=VALUE: override any field of the config")
+  lines += ["", "--helpfull lists absl's and JAX's flags too."]
   return "\n".join(lines)
 
 
@@ -44,14 +48,18 @@ def _one_line(e: BaseException) -> str:
     return f"unknown config field {text} (see --help)"
   text = text.replace("Configuration is not available because of an earlier "
                       "failure to load: ", "")
+  if text.startswith("Failed loading config file") and "[Errno 2] " in text:
+    return "cannot read the config file: " + " ".join(
+        text.split("[Errno 2] ", 1)[1].split())  # "No such file or directory: 'x.py'"
   return " ".join(text.split()) or type(e).__name__
 
 
 def _parse(argv, prog: str):
   try:
     rest = flags.FLAGS(argv)
-    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
-      flags.FLAGS["config"].value.keys()  # a config file that failed to load
+    for name in _CONFIG_FILE_FLAGS:
+      if name in flags.FLAGS and flags.FLAGS[name].present:
+        flags.FLAGS[name].value.keys()  # a config file that failed to load
     return rest
   except (flags.Error, ValueError, KeyError, AttributeError, TypeError,
           OSError, SyntaxError) as e:

@@ -25,8 +25,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       continue
     key, has_value, value = item.partition("=")
     if key not in defaults:
-      raise ValueError(f"Unknown config argument {key!r}; valid arguments are: "
-                       f"{', '.join(sorted(defaults))}.")
+      valid = (f"valid arguments are: {', '.join(sorted(defaults))}" if defaults
+               else "this file takes no arguments")
+      raise ValueError(f"Unknown config argument {key!r}; {valid}.")
     default = defaults[key]
     if not has_value:
       if not isinstance(default, bool):

@@ -38,12 +38,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from sla_jax import long_tail, objectives
+from sla_jax import cli, long_tail, objectives
 
 __all__ = ["Run", "expand", "run_grid", "collect", "metric_names", "summarize",
            "write_results"]
@@ -124,9 +124,20 @@ def _wall_seconds(workdir: pathlib.Path) -> float | None:
   return json.loads(path.read_text())["s"] if path.exists() else None
 
 
+def check_trainer_config(grid) -> None:
+  """ValueError unless the file of ``grid.config`` exists (relative: from the cwd)."""
+  path = grid.config.split(":", 1)[0]
+  if not os.path.isfile(path):
+    where = "" if os.path.isabs(path) else f" in {os.getcwd()}"
+    raise ValueError(f"The grid's trainer config {path!r} does not exist{where}; "
+                     f"run from the directory its path is relative to (the "
+                     f"repository root for configs/grid_*.py).")
+
+
 def run_grid(grid, out: pathlib.Path, log=print) -> list[Run]:
   """Runs every unfinished run of ``grid`` under ``out/runs``; returns the runs."""
   runs = expand(grid)
+  check_trainer_config(grid)
   for i, run in enumerate(runs, 1):
     workdir = out / "runs" / run.name
     if _is_done(workdir):
@@ -405,10 +416,11 @@ _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    print(f"sla-experiments: error: unexpected arguments: {' '.join(argv[1:])}",
+          file=sys.stderr)
+    sys.exit(2)
   logging.set_verbosity(logging.WARNING)
   out = pathlib.Path(_OUT.value)
-  out.mkdir(parents=True, exist_ok=True)
   spec = flags.FLAGS["grid"].serialize().split("=", 1)[1]
   try:
     if not _SUMMARIZE_ONLY.value:
@@ -421,9 +433,9 @@ def main(argv):
 
 
 def run():
-  """Console-script entry point."""
+  """Console-script entry point: bad flags or grid files are one line, exit 2."""
   flags.mark_flags_as_required(["grid", "out"])
-  app.run(main)
+  cli.run(main, "sla-experiments", ("grid", "out", "summarize_only"), __doc__)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from sla_jax import data as data_lib
 
 TOOLS = {"sla_jax.main": ("--config", "--workdir"),
          "sla_jax.bench": ("--config", "--steps", "--json"),
-         "sla_jax.eval_cli": ("--workdir", "--checkpoint", "--split")}
+         "sla_jax.eval_cli": ("--workdir", "--checkpoint", "--split"),
+         "sla_jax.experiments": ("--grid", "--out", "--summarize_only")}
 
 
 def _run(*args, timeout=sp.TIMEOUT_S):
@@ -48,6 +49,31 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, args, message):
   assert len(lines) == 1 and lines[0].startswith("sla-train: error: "), lines
   assert message in lines[0]
   assert not (tmp_path / "w").exists()  # nothing started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,message", [
+    (["--grid", "configs/no_such_grid.py"],
+     "cannot read the config file: No such file or directory: 'configs/no_such_grid.py'"),
+    (["--grid", "configs/grid_digits.py:seeds=3"],
+     "Unknown config argument 'seeds'; this file takes no arguments."),
+    (["--grid", "configs/grid_cifar_cpu.py:data=/tmp/x,steps=3"],
+     "Unknown config argument 'steps'; valid arguments are: data"),
+    (["--grid", "configs/grid_digits.py", "surplus"], "unexpected arguments: surplus"),
+])
+def test_bad_grid_is_one_line_and_exit_2(tmp_path, args, message):
+  proc = _run("sla_jax.experiments", *args, f"--out={tmp_path / 'out'}")
+  assert proc.returncode == 2, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("sla-experiments: error: "), lines
+  assert message in lines[0]
+  assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_a_config_file_without_arguments_refuses_any():
+  assert config_lib.parse_arg(None).to_dict() == {}
+  with pytest.raises(ValueError, match="'x'; this file takes no arguments"):
+    config_lib.parse_arg("x=1")
 
 
 def _folder(root, classes=("a", "b"), test_classes=None, per_class=3):

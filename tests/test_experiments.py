@@ -109,3 +109,18 @@ def test_bad_grid_entries_fail_clearly(tmp_path):
                          "log.txt").read_text()
   with pytest.raises(RuntimeError, match="No finished runs"):
     experiments.write_results(toy_grid(runs=("nope/rotation",)), "g", tmp_path)
+
+
+def test_a_missing_trainer_config_fails_before_any_run(tmp_path, monkeypatch):
+  grid = toy_grid()
+  grid.config = "configs/quickstart.py:steps=20"  # relative to the repo root
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(ValueError, match=f"'configs/quickstart.py' does not exist in {tmp_path}"):
+    experiments.run_grid(grid, tmp_path / "out", log=lambda _: None)
+  assert not (tmp_path / "out").exists()  # nothing started
+  grid.config = "/no/such/config.py"
+  with pytest.raises(ValueError, match="'/no/such/config.py' does not exist;"):
+    experiments.check_trainer_config(grid)
+  monkeypatch.chdir(REPO)
+  grid.config = "configs/quickstart.py:steps=20"
+  experiments.check_trainer_config(grid)  # found from the repository root
