@@ -50,14 +50,17 @@ from sla_jax import preprocess, spec as spec_lib, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Trainer config file.",
                                           lock_config=True)
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed calls of each step.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after the first.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed calls of each step.",
+                              lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after the first.",
+                               lower_bound=0)
 _JSON = flags.DEFINE_bool("json", False, "Print JSON lines instead of a table.")
 _REAL = flags.DEFINE_bool("real_data", False, "Load the config's dataset.")
 _IMAGE_SHAPE = flags.DEFINE_list("image_shape", None,
                                  "H,W,C of synthetic images (default: the "
                                  "config's dataset's, else 32,32,3).")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Synthetic classes.")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Synthetic classes.",
+                                    lower_bound=1)
 _REQUIRE_QUIET = flags.DEFINE_bool(
     "require_quiet", False, "Refuse to time on a busy machine (exit 2).")
 flags.mark_flags_as_required(["config"])
@@ -230,6 +233,8 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
 
   Every row records the machine's load before the run (:func:`machine_load`).
   """
+  if steps < 1 or warmup < 0:
+    raise ValueError(f"steps must be >= 1 and warmup >= 0; got {steps} and {warmup}.")
   load = machine_load()
   images, labels, image_shape, num_classes = benchmark_data(
       config, real_data, image_shape, num_classes)

@@ -44,8 +44,8 @@ def _one_line(e: BaseException) -> str:
     flag = text.split(":", 1)[0]
     last = [line for line in text.splitlines() if line.strip()][-1].strip()
     return f"{flag}: {last}"
-  if isinstance(e, AttributeError):  # ml_collections: an unknown field
-    return f"unknown config field {text} (see --help)"
+  if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an unknown field
+    return f"unknown config field '{text.strip(chr(34) + chr(39))}' (see --help)"
   text = text.replace("Configuration is not available because of an earlier "
                       "failure to load: ", "")
   if text.startswith("Failed loading config file") and "[Errno 2] " in text:
@@ -78,7 +78,16 @@ def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
   if any(arg in _HELP for arg in argv[1:]):
     print(usage(doc, flag_names))
     sys.exit(0)
-  app.run(main, argv=list(argv), flags_parser=lambda a: _parse(a, prog))
+
+  def main_with_usage_errors(args):
+    try:
+      return main(args)
+    except app.UsageError as e:  # e.g. surplus arguments: one line, not absl's usage
+      print(f"{prog}: error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(main_with_usage_errors, argv=list(argv),
+          flags_parser=lambda a: _parse(a, prog))
 
 
 def exit_on_run_errors(prog: str, run_fn: Callable[[], object]) -> None:

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from absl import flags, logging
+from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -416,9 +416,7 @@ _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
 
 def main(argv):
   if len(argv) > 1:
-    print(f"sla-experiments: error: unexpected arguments: {' '.join(argv[1:])}",
-          file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
   out = pathlib.Path(_OUT.value)
   spec = flags.FLAGS["grid"].serialize().split("=", 1)[1]

@@ -279,6 +279,8 @@ def make(name: str, num_classes: int, transform: str = "identity",
          class_margins: tuple[float, ...] = ()) -> Objective:
   """Builds an objective; single-view ones (``baseline``) ignore ``transform``."""
   cls = get(name)
+  if not temperature > 0:
+    raise ValueError(f"temperature must be > 0; got {temperature}.")
   group = transforms.get("identity" if cls.single_view else transform)
   return cls(num_classes, group, large_loss, temperature, feature_views,
              tuple(float(m) for m in class_margins))

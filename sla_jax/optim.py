@@ -18,8 +18,13 @@ def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9,
   PyTorch adds ``weight_decay * p`` to the gradient *before* the momentum
   buffer (``buf = momentum * buf + g + wd * p``; ``p -= lr * buf``), for every
   parameter including BatchNorm scales and biases. ``add_decayed_weights``
-  followed by ``optax.sgd`` computes exactly that.
+  followed by ``optax.sgd`` computes exactly that. Negative numbers raise
+  ValueError, as in PyTorch.
   """
+  for name, value in (("momentum", momentum), ("weight_decay", weight_decay),
+                      ("learning_rate", learning_rate)):
+    if not callable(value) and value < 0:
+      raise ValueError(f"{name} must be >= 0; got {value}.")
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),

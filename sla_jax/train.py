@@ -161,6 +161,25 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
                       f"--config.data_on_device=False.")
 
 
+def check_schedule(config) -> None:
+  """ConfigError unless the schedule, optimiser and logging numbers can run."""
+  for name in ("total_steps", "log_every", "eval_every", "checkpoint_every",
+               "eval_batch_size", "keep_checkpoints"):
+    value = config.get(name, 1)
+    if not isinstance(value, int) or value < 1:
+      raise ConfigError(f"{name} must be a whole number >= 1; got {value!r}.")
+  if not config.lr > 0:
+    raise ConfigError(f"lr must be > 0; got {config.lr}.")
+  if not 0 <= config.momentum < 1:
+    raise ConfigError(f"momentum must be in [0, 1); got {config.momentum}.")
+  if not config.weight_decay >= 0:
+    raise ConfigError(f"weight_decay must be >= 0; got {config.weight_decay}.")
+  bad = [f for f in config.lr_decay_at if not 0 <= f <= 1]
+  if bad:
+    raise ConfigError(f"lr_decay_at lists fractions of total_steps in [0, 1]; "
+                      f"got {tuple(config.lr_decay_at)}.")
+
+
 def workdir_path(workdir) -> epath.Path:
   """``workdir`` as an epath (local paths made absolute; ``gs://`` kept)."""
   workdir = os.fspath(workdir)
@@ -516,6 +535,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   process calls this; only process 0 writes logs, metrics and results.
   """
   spec_lib.resolve(config, num_classes=2)  # config errors before any I/O
+  check_schedule(config)
   workdir = workdir_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   check_workdir(config, workdir)

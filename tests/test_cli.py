@@ -41,6 +41,11 @@ def test_help_lists_the_tools_own_flags(module):
     (["--config", "configs/quickstart.py", "--config.total_steps=many"],
      "--config.total_steps=many"),
     (["--config", "configs/no_such_config.py"], "No such file or directory"),
+    (["--config", "configs/quickstart.py", "--config.optimizer.lr=1"],
+     "unknown config field 'optimizer'"),
+    (["--config", "configs/quickstart.py", "--config.log_every=0"],
+     "log_every must be a whole number >= 1; got 0."),
+    (["--config", "configs/quickstart.py", "surplus"], "Unexpected arguments: surplus"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, args, message):
   proc = _run("sla_jax.main", *args, f"--workdir={tmp_path / 'w'}")
@@ -59,7 +64,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, args, message):
      "Unknown config argument 'seeds'; this file takes no arguments."),
     (["--grid", "configs/grid_cifar_cpu.py:data=/tmp/x,steps=3"],
      "Unknown config argument 'steps'; valid arguments are: data"),
-    (["--grid", "configs/grid_digits.py", "surplus"], "unexpected arguments: surplus"),
+    (["--grid", "configs/grid_digits.py", "surplus"], "Unexpected arguments: surplus"),
 ])
 def test_bad_grid_is_one_line_and_exit_2(tmp_path, args, message):
   proc = _run("sla_jax.experiments", *args, f"--out={tmp_path / 'out'}")
@@ -68,6 +73,17 @@ def test_bad_grid_is_one_line_and_exit_2(tmp_path, args, message):
   assert len(lines) == 1 and lines[0].startswith("sla-experiments: error: "), lines
   assert message in lines[0]
   assert not (tmp_path / "out").exists()  # nothing started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "0"], "flag --steps=0: 0 is not a positive integer"),
+    (["--warmup", "-1"], "flag --warmup=-1: -1 is not a non-negative integer"),
+])
+def test_bad_bench_flags_are_one_line_and_exit_2(args, message):
+  proc = _run("sla_jax.bench", "--config", "configs/quickstart.py", *args)
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().splitlines() == [f"sla-bench: error: {message}"]
 
 
 def test_a_config_file_without_arguments_refuses_any():

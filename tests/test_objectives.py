@@ -131,3 +131,9 @@ def test_single_pass_predictions_equal_the_all_view_ones(name, feature_views):
   assert set(single) == set(full) - {"acc_ag"}
   for k in single:
     np.testing.assert_array_equal(single[k], full[k], err_msg=k)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_a_temperature_that_is_not_positive_is_refused(temperature):
+  with pytest.raises(ValueError, match="temperature must be > 0"):
+    objectives.make("sla_sd", 10, "rotation", temperature=temperature)

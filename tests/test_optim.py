@@ -32,3 +32,13 @@ def test_step_decay_matches_multisteplr():
   for step, lr in [(0, 0.1), (39_999, 0.1), (40_000, 0.01), (59_999, 0.01),
                    (60_000, 0.001), (79_999, 0.001)]:
     assert float(sched(step)) == pytest.approx(lr, rel=1e-6), step
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"learning_rate": -0.1}, "learning_rate"), ({"momentum": -0.9}, "momentum"),
+    ({"weight_decay": -1e-4}, "weight_decay")])
+def test_sgd_refuses_negative_numbers_as_pytorch_does(kwargs, name):
+  args = {"learning_rate": 0.1, "momentum": 0.9, "weight_decay": 1e-4, **kwargs}
+  with pytest.raises(ValueError, match=f"{name} must be >= 0"):
+    optim.sgd(**args)
+  optim.sgd(optim.step_decay_schedule(0.1, 10), 0.0, 0.0)  # a schedule, zeros: fine

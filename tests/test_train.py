@@ -121,6 +121,15 @@ def _with(config, **fields):
     ({"dataset": "folder:/nonexistent"}, "has no train/ directory"),
     ({"dataset": "no_such_dataset_xyz"}, "Unknown dataset 'no_such_dataset_xyz'"),
     ({"val_size": 5000}, "val_size=5000 must be in"),
+    ({"log_every": 0}, "log_every must be a whole number >= 1; got 0"),
+    ({"eval_every": 0}, "eval_every must be a whole number >= 1"),
+    ({"checkpoint_every": -1}, "checkpoint_every must be a whole number >= 1"),
+    ({"eval_batch_size": 0}, "eval_batch_size must be a whole number >= 1"),
+    ({"lr": -0.1}, r"lr must be > 0; got -0.1"),
+    ({"momentum": 1.0}, r"momentum must be in \[0, 1\); got 1.0"),
+    ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
+    ({"lr_decay_at": (0.5, 1.5)}, r"lr_decay_at lists fractions .* got \(0.5, 1.5\)"),
+    ({"objective": "sla_sd", "temperature": 0.0}, "temperature must be > 0; got 0.0"),
 ])
 def test_bad_config_stops_before_training(tmp_path, fields, message):
   with pytest.raises((train.ConfigError, FileNotFoundError), match=message):
