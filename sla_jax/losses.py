@@ -61,8 +61,15 @@ def _labels(labels, num_classes: int) -> jax.Array:
   return jnp.asarray(labels).astype(jnp.int32)
 
 
+def _check_num_transforms(num_transforms) -> None:
+  if not isinstance(num_transforms, (int, np.integer)) or num_transforms < 1:
+    raise ValueError(f"num_transforms (M) must be an integer >= 1 (1 = the "
+                     f"identity alone); got {num_transforms!r}.")
+
+
 def _check_rows(logits: jax.Array, labels: jax.Array, num_transforms: int,
                 what: str) -> None:
+  _check_num_transforms(num_transforms)
   if logits.ndim != 2:
     raise ValueError(f"{what} must be 2-D [rows, outputs]; got shape "
                      f"{tuple(logits.shape)}.")
@@ -77,6 +84,7 @@ def _check_rows(logits: jax.Array, labels: jax.Array, num_transforms: int,
 
 
 def _check_joint(joint_logits: jax.Array, num_transforms: int) -> None:
+  _check_num_transforms(num_transforms)
   if joint_logits.ndim != 2:
     raise ValueError(f"joint_logits must be 2-D [B*M, N*M]; got shape "
                      f"{tuple(joint_logits.shape)}.")
@@ -94,6 +102,7 @@ def joint_labels(labels: jax.Array, num_transforms: int) -> jax.Array:
   as int32 whatever the labels' integer dtype (uint8 labels would wrap once
   ``N * M > 256``).
   """
+  _check_num_transforms(num_transforms)
   labels = jnp.asarray(labels).astype(jnp.int32)
   j = jnp.arange(num_transforms, dtype=jnp.int32)
   return (labels[:, None] * num_transforms + j[None, :]).reshape(-1)

@@ -254,3 +254,13 @@ def test_distillation_teacher_is_float32_for_bf16_logits(batch):
         (_np_log_softmax(teacher / 2) - _np_log_softmax(single / 2))).sum(1).mean()
   expected = joint_ce + _np_ce(single, labels) + 4 * kl
   assert float(got) == pytest.approx(expected, rel=2e-6)
+
+
+@pytest.mark.parametrize("m", [0, -4, 2.0])
+def test_a_view_count_that_is_not_a_positive_integer_is_refused(m):
+  joint = jnp.zeros((8, 40))
+  for call in (lambda: losses.aggregated_logits(joint, m),
+               lambda: losses.sla_loss(joint, jnp.zeros(2, jnp.int32), m),
+               lambda: losses.joint_labels(jnp.zeros(2, jnp.int32), m)):
+    with pytest.raises(ValueError, match="num_transforms .M. must be an integer >= 1"):
+      call()
