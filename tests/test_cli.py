@@ -32,47 +32,47 @@ def test_help_lists_the_tools_own_flags(module):
   assert "Try --helpfull" not in proc.stdout
 
 
+# tool -> (its name in messages, the flag of the directory it would write)
+_WRITERS = {"sla_jax.main": ("sla-train", "--workdir"),
+            "sla_jax.experiments": ("sla-experiments", "--out")}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("args,message", [
-    (["--config", "configs/quickstart.py:dataset=digits"],
+@pytest.mark.parametrize("module,args,message", [
+    ("sla_jax.main", ["--config", "configs/quickstart.py:dataset=digits"],
      "ValueError: Unknown config argument 'dataset'; valid arguments are"),
-    (["--config", "configs/quickstart.py", "--config.no_such_field=1"],
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.no_such_field=1"],
      "unknown config field"),
-    (["--config", "configs/quickstart.py", "--config.total_steps=many"],
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.total_steps=many"],
      "--config.total_steps=many"),
-    (["--config", "configs/no_such_config.py"], "No such file or directory"),
-    (["--config", "configs/quickstart.py", "--config.optimizer.lr=1"],
+    ("sla_jax.main", ["--config", "configs/no_such_config.py"], "No such file or directory"),
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.optimizer.lr=1"],
      "unknown config field 'optimizer'"),
-    (["--config", "configs/quickstart.py", "--config.log_every=0"],
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.log_every=0"],
      "log_every must be a whole number >= 1; got 0."),
-    (["--config", "configs/quickstart.py", "surplus"], "Unexpected arguments: surplus"),
-])
-def test_bad_config_is_one_line_and_exit_2(tmp_path, args, message):
-  proc = _run("sla_jax.main", *args, f"--workdir={tmp_path / 'w'}")
-  assert proc.returncode == 2, proc.stderr
-  lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("sla-train: error: "), lines
-  assert message in lines[0]
-  assert not (tmp_path / "w").exists()  # nothing started
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("args,message", [
-    (["--grid", "configs/no_such_grid.py"],
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "surplus"],
+     "Unexpected arguments: surplus"),
+    ("sla_jax.experiments", ["--grid", "configs/no_such_grid.py"],
      "cannot read the config file: No such file or directory: 'configs/no_such_grid.py'"),
-    (["--grid", "configs/grid_digits.py:seeds=3"],
+    ("sla_jax.experiments", ["--grid", "configs/grid_digits.py:seeds=3"],
      "Unknown config argument 'seeds'; this file takes no arguments."),
-    (["--grid", "configs/grid_cifar_cpu.py:data=/tmp/x,steps=3"],
+    ("sla_jax.experiments", ["--grid", "configs/grid_cifar_cpu.py:data=/tmp/x,steps=3"],
      "Unknown config argument 'steps'; valid arguments are: data"),
-    (["--grid", "configs/grid_digits.py", "surplus"], "Unexpected arguments: surplus"),
+    ("sla_jax.experiments", ["--grid", "configs/grid_digits.py", "surplus"],
+     "Unexpected arguments: surplus"),
 ])
-def test_bad_grid_is_one_line_and_exit_2(tmp_path, args, message):
-  proc = _run("sla_jax.experiments", *args, f"--out={tmp_path / 'out'}")
+def test_bad_input_is_one_line_and_exit_2(tmp_path, module, args, message):
+  prog, output_flag = _WRITERS[module]
+  proc = _run(module, *args, f"{output_flag}={tmp_path / 'out'}")
+  _assert_one_error_line(proc, prog, message)
+  assert not (tmp_path / "out").exists()  # nothing started
+
+
+def _assert_one_error_line(proc, prog, message):
   assert proc.returncode == 2, proc.stderr
   lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("sla-experiments: error: "), lines
+  assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), lines
   assert message in lines[0]
-  assert not (tmp_path / "out").exists()  # nothing started
 
 
 @pytest.mark.slow
@@ -82,8 +82,7 @@ def test_bad_grid_is_one_line_and_exit_2(tmp_path, args, message):
 ])
 def test_bad_bench_flags_are_one_line_and_exit_2(args, message):
   proc = _run("sla_jax.bench", "--config", "configs/quickstart.py", *args)
-  assert proc.returncode == 2, proc.stderr
-  assert proc.stderr.strip().splitlines() == [f"sla-bench: error: {message}"]
+  _assert_one_error_line(proc, "sla-bench", message)
 
 
 def test_a_config_file_without_arguments_refuses_any():
