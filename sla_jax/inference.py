@@ -151,6 +151,10 @@ class Predictor:
     if name not in self._jitted:
       self._jitted[name] = jax.jit(self.predict_fn(name))
     images = jnp.asarray(images)
+    if images.dtype != jnp.uint8:  # floats would be read as [0, 255] pixel values
+      raise ValueError(f"images must be uint8 pixel values in [0, 255], as the "
+                       f"trainer reads them; got {images.dtype} (for images in "
+                       f"[0, 1]: np.round(x * 255).astype(np.uint8)).")
     if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
       raise ValueError(f"images must be [B, {', '.join(map(str, self.image_shape))}] "
                        f"(the training size); got {tuple(images.shape)}.")

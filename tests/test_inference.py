@@ -68,6 +68,8 @@ def test_predictor_matches_the_evaluator_and_exports(trained, tmp_path):
     model.predict(images, head="acc")
   with pytest.raises(ValueError, match=r"images must be \[B, 8, 8, 1\]"):
     model.predict(images[0])
+  with pytest.raises(ValueError, match="images must be uint8 .* got float32"):
+    model.predict(images.astype(np.float32) / 255)  # [0, 1] floats: refused
 
 
 def test_a_trained_workdir_loads_into_an_nnx_module(trained):
