@@ -330,8 +330,11 @@ def load(config) -> Dataset:
                      f"images.")
   order = np.random.RandomState(config.data_seed).permutation(train.size)
   val, rest = order[:config.val_size], order[config.val_size:]
-  if config.get("samples_per_class"):
+  if config.get("samples_per_class") is not None:
     k = config.samples_per_class
+    if k < 1:
+      raise ValueError(f"samples_per_class must be >= 1 (None: every training "
+                       f"image); got {k}.")
     labels = labels() if callable(labels) else labels
     rest = np.concatenate([rest[labels[rest] == c][:k]
                            for c in range(num_classes)])

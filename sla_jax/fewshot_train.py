@@ -185,7 +185,7 @@ def resolve(config) -> MetaSpec:
                       "fewshot.test_episodes >= 2 and fewshot.val_episodes "
                       ">= 2 (or 0: no meta-validation, the last step is "
                       "tested).")
-  train.check_schedule(config)
+  train.check_numbers(config)
   return MetaSpec(objective, head, config.head, group, model, dtype)
 
 

@@ -161,8 +161,8 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
                       f"--config.data_on_device=False.")
 
 
-def check_schedule(config) -> None:
-  """ConfigError unless the schedule, optimiser and logging numbers can run."""
+def check_numbers(config) -> None:
+  """ConfigError unless the schedule, optimiser, logging and crop numbers can run."""
   for name in ("total_steps", "log_every", "eval_every", "checkpoint_every",
                "eval_batch_size", "keep_checkpoints"):
     value = config.get(name, 1)
@@ -174,6 +174,8 @@ def check_schedule(config) -> None:
     raise ConfigError(f"momentum must be in [0, 1); got {config.momentum}.")
   if not config.weight_decay >= 0:
     raise ConfigError(f"weight_decay must be >= 0; got {config.weight_decay}.")
+  if config.get("crop_padding", 0) < 0:
+    raise ConfigError(f"crop_padding must be >= 0; got {config.crop_padding}.")
   bad = [f for f in config.lr_decay_at if not 0 <= f <= 1]
   if bad:
     raise ConfigError(f"lr_decay_at lists fractions of total_steps in [0, 1]; "
@@ -535,7 +537,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   process calls this; only process 0 writes logs, metrics and results.
   """
   spec_lib.resolve(config, num_classes=2)  # config errors before any I/O
-  check_schedule(config)
+  check_numbers(config)
   workdir = workdir_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   check_workdir(config, workdir)

@@ -130,6 +130,8 @@ def _with(config, **fields):
     ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
     ({"lr_decay_at": (0.5, 1.5)}, r"lr_decay_at lists fractions .* got \(0.5, 1.5\)"),
     ({"objective": "sla_sd", "temperature": 0.0}, "temperature must be > 0; got 0.0"),
+    ({"crop_padding": -2}, "crop_padding must be >= 0; got -2"),
+    ({"samples_per_class": -1}, r"samples_per_class must be >= 1 \(None: every"),
 ])
 def test_bad_config_stops_before_training(tmp_path, fields, message):
   with pytest.raises((train.ConfigError, FileNotFoundError), match=message):
