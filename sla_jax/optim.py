@@ -3,6 +3,7 @@ weight decay on every parameter, and a step-decay learning-rate schedule."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import optax
@@ -18,16 +19,19 @@ def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9,
   PyTorch adds ``weight_decay * p`` to the gradient *before* the momentum
   buffer (``buf = momentum * buf + g + wd * p``; ``p -= lr * buf``), for every
   parameter including BatchNorm scales and biases. ``add_decayed_weights``
-  followed by ``optax.sgd`` computes exactly that. Negative numbers raise
-  ValueError, as in PyTorch.
+  followed by ``optax.sgd`` computes exactly that. Negative Python numbers
+  raise ValueError, as in PyTorch (arrays pass: ``optax.inject_hyperparams``
+  calls it with traced ones).
   """
   for name, value in (("momentum", momentum), ("weight_decay", weight_decay),
                       ("learning_rate", learning_rate)):
-    if not callable(value) and value < 0:
+    if isinstance(value, numbers.Real) and value < 0:  # (arrays: as given)
       raise ValueError(f"{name} must be >= 0; got {value}.")
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
-      optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
+      optax.sgd(learning_rate, nesterov=nesterov, momentum=(
+          None if isinstance(momentum, numbers.Real) and momentum == 0
+          else momentum)),  # 0: no momentum buffer in the state
   )
 
 

@@ -1,5 +1,6 @@
 """sla_jax.optim against PyTorch's SGD update rule and MultiStepLR, written in numpy."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -42,3 +43,12 @@ def test_sgd_refuses_negative_numbers_as_pytorch_does(kwargs, name):
   with pytest.raises(ValueError, match=f"{name} must be >= 0"):
     optim.sgd(**args)
   optim.sgd(optim.step_decay_schedule(0.1, 10), 0.0, 0.0)  # a schedule, zeros: fine
+
+
+def test_sgd_under_inject_hyperparams_takes_traced_numbers():
+  tx = optax.inject_hyperparams(optim.sgd)(learning_rate=0.1, momentum=0.9,
+                                           weight_decay=1e-4)
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  updates, _ = jax.jit(tx.update)({"w": jnp.ones(3)}, state, params)
+  np.testing.assert_allclose(updates["w"], -0.1 * (1 + 1e-4), rtol=1e-6)
