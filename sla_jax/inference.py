@@ -222,6 +222,7 @@ def evaluate_workdir(workdir, checkpoint="best", split="test",
   workdir, saved, _ = read_workdir(workdir)
   try:
     config = config_lib.apply_overrides(saved, overrides or {})
+    train.check_numbers(config)  # e.g. an overridden eval_batch_size
     mesh = distributed.make_mesh(config.num_devices)
   except ValueError as e:
     raise spec_lib.ConfigError(str(e)) from None

@@ -43,6 +43,8 @@ def test_eval_latest_and_other_checkpoints(trained):
   assert latest["step"] == config.total_steps
   earlier = inference.evaluate_workdir(workdir, str(config.total_steps), "test")
   assert earlier["metrics"] == latest["metrics"]
+  with pytest.raises(train.ConfigError, match="eval_batch_size must be a whole number >= 1"):
+    inference.evaluate_workdir(workdir, "best", "test", {"eval_batch_size": "0"})
   with pytest.raises(FileNotFoundError, match="No checkpoint '7'"):
     inference.evaluate_workdir(workdir, "7", "test")
 
