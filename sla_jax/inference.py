@@ -222,7 +222,8 @@ def evaluate_workdir(workdir, checkpoint="best", split="test",
   workdir, saved, _ = read_workdir(workdir)
   try:
     config = config_lib.apply_overrides(saved, overrides or {})
-    train.check_numbers(config)  # e.g. an overridden eval_batch_size
+    # Only what evaluating reads: a saved run's training numbers are its own.
+    train.check_whole_numbers(config, ("eval_batch_size",))
     mesh = distributed.make_mesh(config.num_devices)
   except ValueError as e:
     raise spec_lib.ConfigError(str(e)) from None

@@ -161,13 +161,19 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
                       f"--config.data_on_device=False.")
 
 
-def check_numbers(config) -> None:
-  """ConfigError unless the schedule, optimiser, logging and crop numbers can run."""
-  for name in ("total_steps", "log_every", "eval_every", "checkpoint_every",
-               "eval_batch_size", "keep_checkpoints"):
+def check_whole_numbers(config, names) -> None:
+  """ConfigError unless each field of ``names`` (absent: fine) is an int >= 1."""
+  for name in names:
     value = config.get(name, 1)
     if not isinstance(value, int) or value < 1:
       raise ConfigError(f"{name} must be a whole number >= 1; got {value!r}.")
+
+
+def check_numbers(config) -> None:
+  """ConfigError unless the schedule, optimiser, logging and crop numbers can run."""
+  check_whole_numbers(config, ("total_steps", "log_every", "eval_every",
+                               "checkpoint_every", "eval_batch_size",
+                               "keep_checkpoints"))
   if not config.lr > 0:
     raise ConfigError(f"lr must be > 0; got {config.lr}.")
   if not 0 <= config.momentum < 1:
