@@ -27,6 +27,18 @@
 # "configs/tinyimagenet100_32.py:data=/tmp/tinyimagenet100-32"), in workdir
 # $RUNS/NAME (NAME defaults to OBJECTIVE; resumes from $RUNS/NAME.tgz if
 # present); leaves NAME.{metrics.jsonl,results.json,tgz} in $OUT.
+# train_many: several such runs at once on the one GPU (OBJECTIVE:SEED each;
+# one run leaves it mostly idle: BENCHMARKS.md, the per-step floor), named PREFIX + OBJECTIVE_seedSEED, each within TRAIN_TIMEOUT (a stopped run
+# saves its step and resumes next time), every process with an equal share
+# of the GPU's memory and one checkpoint kept. In $OUT: summary.jsonl (a line
+# per run: exit status, last step, results when finished), logs.txt (the end
+# of each run's output) and the workdirs without best/ as one tarball cut in
+# 15 MiB pieces, runs.tgz.0, runs.tgz.1, ... (the device tool returns eight
+# files of 16 MiB at most; ResNet-32's checkpoint is ~4 MB a run).
+# metrics.jsonl and results.json are inside: `cat runs.tgz.* | tar xz`.
+# To resume, put the pieces in $RUNS (e.g. .gpu/runs, carried).
+#   OUT=/tmp/gpu RUNS=.gpu/runs bash benchmarks/gpu_suite.sh train_many 80000 \
+#       baseline:0 sla:0 sla_sd:0 -- --config.model.dtype=bfloat16
 set -u
 OUT=${OUT:-/tmp/gpu_suite}
 SHARED=${SLA_SHARED_DIR:-../shared}
@@ -85,26 +97,82 @@ if [ "$mode" = bench ]; then
     XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$buffers" \
       bench sla bfloat16 16
   done
-elif [ "$mode" = train ]; then
-  objective=$1; steps=$2; shift 2
+elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
   # CONFIG: the config and its data (default the CIFAR-10 protocol); NAME: the
   # run's folder and file names (default OBJECTIVE; e.g. sla_seed1 with
   # --config.seed=1). The dataset tarballs of $SHARED/data are unpacked as needed.
   config=${CONFIG:-configs/cifar.py:dataset=folder:/tmp/cifar10}
-  name=${NAME:-$objective}
   case "$config" in *cifar10*) [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp ;; esac
   case "$config" in *tinyimagenet100-32*) [ -d /tmp/tinyimagenet100-32 ] || tar xzf "$SHARED/data/tinyimagenet100-32.tar.gz" -C /tmp ;; esac
   runs=${RUNS:-/tmp/runs}; mkdir -p "$runs"
-  [ -f "$runs/$name.tgz" ] && tar xzf "$runs/$name.tgz" -C "$runs"
   # TRAIN_TIMEOUT (seconds) stops a run that must fit a time slot; rerun to resume
-  # (carry the returned NAME.tgz in RUNS, e.g. RUNS=.gpu/runs).
-  timeout "${TRAIN_TIMEOUT:-0}" python3 -m sla_jax.main \
-    --config "$config,objective=$objective,steps=$steps" \
-    --workdir "$runs/$name" "$@" 2>&1 | tail -n 40
-  for f in metrics.jsonl results.json; do
-    [ -f "$runs/$name/$f" ] && cp "$runs/$name/$f" "$OUT/$name.$f"
-  done
-  tar czf "$OUT/$name.tgz" -C "$runs" "$name"
+  # (carry the returned tgz in RUNS, e.g. RUNS=.gpu/runs).
+  case "$config" in *:*) args="$config," ;; *) args="$config:" ;; esac
+  train_run() {  # name objective steps [trainer flags...]: one run, resumed if saved
+    local name=$1 objective=$2 steps=$3; shift 3
+    timeout "${TRAIN_TIMEOUT:-0}" python3 -m sla_jax.main \
+      --config "${args}objective=$objective,steps=$steps" \
+      --workdir "$runs/$name" "$@"
+  }
+  if [ "$mode" = train ]; then
+    objective=$1; steps=$2; shift 2
+    name=${NAME:-$objective}
+    [ -f "$runs/$name.tgz" ] && tar xzf "$runs/$name.tgz" -C "$runs"
+    train_run "$name" "$objective" "$steps" "$@" 2>&1 | tail -n 40
+    for f in metrics.jsonl results.json; do
+      [ -f "$runs/$name/$f" ] && cp "$runs/$name/$f" "$OUT/$name.$f"
+    done
+    tar czf "$OUT/$name.tgz" -C "$runs" "$name"
+  else
+    steps=${1:-}; shift || true
+    specs=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do specs+=("$1"); shift; done
+    [ $# -gt 0 ] && shift  # the "--" before the trainer flags
+    for spec in "${specs[@]}"; do
+      case "$spec" in [a-z]*:[0-9]*) ;; *)
+        echo "gpu_suite.sh: '$spec' is not OBJECTIVE:SEED (e.g. sla:0)" >&2; exit 2 ;;
+      esac
+    done
+    case "$steps" in ''|*[!0-9]*)
+      echo "usage: gpu_suite.sh train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2 ;;
+    esac
+    [ ${#specs[@]} -gt 0 ] || {
+      echo "usage: gpu_suite.sh train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2; }
+    if ls "$runs"/runs.tgz.* > /dev/null 2>&1; then cat "$runs"/runs.tgz.* | tar xzf - -C "$runs"; fi
+    share=$(( 90 / ${#specs[@]} ))
+    names=(); pids=()
+    for spec in "${specs[@]}"; do
+      objective=${spec%%:*}; seed=${spec#*:}; name=${PREFIX:-}${objective}_seed$seed
+      names+=("$name")
+      XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.$(printf %02d $share)} \
+        train_run "$name" "$objective" "$steps" --config.seed="$seed" \
+        --config.keep_checkpoints=1 "$@" \
+        > "$runs/$name.log" 2>&1 &
+      pids+=($!)
+    done
+    : > "$OUT/summary.jsonl"; : > "$OUT/logs.txt"; failed=0
+    for i in "${!names[@]}"; do
+      name=${names[$i]}; status=0; wait "${pids[$i]}" || status=$?
+      case $status in 0|75|124) ;; *) failed=1 ;; esac  # 75, 124: stopped, saved
+      python3 - "$runs/$name" "$name" "$status" >> "$OUT/summary.jsonl" <<'PY'
+import json, pathlib, sys
+workdir, name, status = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()
+        ] if (workdir / "metrics.jsonl").exists() else []
+results = workdir / "results.json"
+print(json.dumps({"name": name, "exit_status": status,
+                  "last_step": rows[-1]["step"] if rows else None,
+                  "last_row": rows[-1] if rows else None,
+                  "results": json.loads(results.read_text()) if results.exists() else None}))
+PY
+      { echo "== $name (exit status $status)"; tail -n 30 "$runs/$name.log"; } >> "$OUT/logs.txt"
+    done
+    saved=()
+    for name in "${names[@]}"; do [ -d "$runs/$name" ] && saved+=("$name"); done
+    [ ${#saved[@]} -gt 0 ] && tar czf - -C "$runs" --exclude='*/best' "${saved[@]}" \
+      | split -b 15m -d -a 1 - "$OUT/runs.tgz."
+    exit $failed
+  fi
 else
-  echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags]" >&2; exit 2
+  echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags] | train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2
 fi

@@ -12,7 +12,10 @@
 # nothing of it is committed). The wheels come from launch/gpu_wheels.sh
 # (.whl/; NO_WHEELS=1 skips the download). It prints the size that would
 # travel and the device command for `benchmarks/gpu_suite.sh` (MODE, default
-# bench; e.g. MODE="train sla 80000").
+# bench; e.g. MODE="train sla 80000", or MODE="train_many 80000 baseline:0
+# sla:0 sla_sd:0 -- --config.model.dtype=bfloat16"; runs resume from
+# .gpu/runs, which this leaves in place: put an earlier call's runs.tgz.*
+# pieces or NAME.tgz there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SLA_SHARED_DIR:-../shared}
@@ -23,7 +26,7 @@ case "$data" in
   none) tarball= ;;
   *) echo "gpu_prepare.sh: unknown data '$data' (cifar10, tinyimagenet100 or none)" >&2; exit 2 ;;
 esac
-rm -rf .gpu && mkdir -p .gpu/shared/data
+rm -rf .gpu/shared .gpu/official && mkdir -p .gpu/shared/data  # .gpu/runs stays: runs to resume
 if [ -n "$tarball" ]; then
   [ -f "$SHARED/data/$tarball" ] || {
     echo "gpu_prepare.sh: no $SHARED/data/$tarball (set SLA_SHARED_DIR)" >&2; exit 2; }
@@ -42,4 +45,4 @@ tree=$( (git ls-files -z | du -cb --files0-from=- 2>/dev/null || true) | awk 'EN
 carried=$( (du -sb .gpu .whl 2>/dev/null || true) | awk '{s += $1} END {print s + 0}')
 echo "travels: $(( (tree + carried) / 1048576 )) MiB of 64 (checkout $(( tree / 1048576 )), .gpu + .whl $(( carried / 1048576 )))"
 echo "carry: [\".whl\", \".gpu\"]"
-echo "command: python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; SLA_SHARED_DIR=.gpu/shared ${official_env}OUT=\$OUT bash benchmarks/gpu_suite.sh ${MODE:-bench}"
+echo "command: python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; SLA_SHARED_DIR=.gpu/shared ${official_env}RUNS=.gpu/runs OUT=\$OUT bash benchmarks/gpu_suite.sh ${MODE:-bench}"

@@ -183,16 +183,22 @@ def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_pat
   (official / ".git" / "HEAD").write_text("ref\n")
   env = dict(os.environ, SLA_SHARED_DIR=str(tmp_path / "shared"),
              OFFICIAL=str(official), NO_WHEELS="1")
+  (repo / ".gpu/runs").mkdir(parents=True)  # an earlier call's runs to resume
+  (repo / ".gpu/runs/runs.tgz.0").write_bytes(b"runs")
+  (repo / ".gpu/shared").mkdir()
+  (repo / ".gpu/shared/stale.tar.gz").write_bytes(b"old data")
   out = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
   assert out.returncode == 0, out.stderr
+  assert (repo / ".gpu/runs/runs.tgz.0").read_bytes() == b"runs"
+  assert not (repo / ".gpu/shared/stale.tar.gz").exists()
   assert (repo / ".gpu/shared/data/cifar10-jpeg.tar.gz").stat().st_size == 1000
   assert (repo / ".gpu/official/trainers.py").exists()
   assert not (repo / ".gpu/official/.git").exists()
   assert 'carry: [".whl", ".gpu"]' in out.stdout
   command = next(l for l in out.stdout.splitlines() if l.startswith("command: "))
   assert command.endswith("SLA_SHARED_DIR=.gpu/shared OFFICIAL=.gpu/official "
-                          "OUT=$OUT bash benchmarks/gpu_suite.sh bench")
+                          "RUNS=.gpu/runs OUT=$OUT bash benchmarks/gpu_suite.sh bench")
   assert len(command) - len("command: ") <= 2000  # the device tool's limit
   for args, message in ((["imagenet"], "unknown data 'imagenet'"),
                         (["tinyimagenet100"], "no "),):
@@ -229,3 +235,57 @@ def test_gpu_suite_train_any_config_and_resume_from_its_tgz(tmp_path):
   bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "fly"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "usage: gpu_suite.sh" in bad.stderr
+
+
+@pytest.mark.slow
+def test_gpu_suite_trains_several_runs_at_once_and_resumes_them(tmp_path):
+  """train_many: two quickstart runs side by side, packed into the pieces the
+  device tool returns; a later call resumes both from those pieces alone."""
+  out, runs = tmp_path / "out", tmp_path / "runs"
+  env = dict(os.environ, OUT=str(out), RUNS=str(runs), PREFIX="qs_",
+             CONFIG="configs/quickstart.py")
+  cmd = ["bash", "benchmarks/gpu_suite.sh", "train_many", "20", "sla:0",
+         "baseline:3", "--", "--config.eval_every=10",
+         "--config.checkpoint_every=10", "--config.log_every=10"]
+  subprocess.run(cmd, cwd=REPO, env=env, check=True, timeout=600,
+                 capture_output=True)
+  summary = {r["name"]: r for r in map(
+      json.loads, (out / "summary.jsonl").read_text().splitlines())}
+  assert sorted(summary) == ["qs_baseline_seed3", "qs_sla_seed0"]
+  for name, objective, seed in (("qs_sla_seed0", "sla", 0),
+                                ("qs_baseline_seed3", "baseline", 3)):
+    run = summary[name]
+    assert run["exit_status"] == 0 and run["last_step"] == 20
+    config = run["results"]["config"]
+    assert (config["objective"], config["seed"]) == (objective, seed)
+    assert config["keep_checkpoints"] == 1
+    assert f"== {name} (exit status 0)" in (out / "logs.txt").read_text()
+  pieces = sorted(out.glob("runs.tgz.*"))
+  assert [p.name for p in pieces] == ["runs.tgz.0"]
+  members = subprocess.run(["tar", "tzf", str(pieces[0])], check=True,
+                           capture_output=True, text=True).stdout.split()
+  assert "qs_sla_seed0/results.json" in members
+  assert "qs_baseline_seed3/metrics.jsonl" in members
+  assert not any("/best/" in m for m in members)
+  # A later machine: only the pieces, carried in RUNS; nothing is retrained.
+  import shutil  # pylint: disable=g-import-not-at-top
+  saved = {name: (runs / name / "checkpoints" / "20").stat().st_mtime
+           for name in summary}
+  shutil.rmtree(runs)
+  runs.mkdir()
+  shutil.copy(pieces[0], runs / pieces[0].name)
+  subprocess.run(cmd, cwd=REPO, env=env, check=True, timeout=600,
+                 capture_output=True)
+  again = {r["name"]: r for r in map(
+      json.loads, (out / "summary.jsonl").read_text().splitlines())}
+  for name in summary:
+    assert again[name]["results"] == summary[name]["results"]
+    checkpoint = runs / name / "checkpoints" / "20"
+    assert int(checkpoint.stat().st_mtime) == int(saved[name])  # not retrained
+  for bad_args, message in ((["train_many", "20"], "usage: gpu_suite.sh train_many"),
+                            (["train_many", "x", "sla:0"], "usage: gpu_suite.sh train_many"),
+                            (["train_many", "20", "sla"], "'sla' is not OBJECTIVE:SEED")):
+    bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", *bad_args],
+                         cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr
