@@ -77,7 +77,8 @@ def restore_variables(workdir, checkpoint: str | int = "best", mesh=None
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
       jax.eval_shape(init, jax.random.key(0)))
   folder = "best" if checkpoint == "best" else "checkpoints"
-  manager = ocp.CheckpointManager(workdir / folder)
+  manager = ocp.CheckpointManager(  # reads only: a missing folder stays missing
+      workdir / folder, options=ocp.CheckpointManagerOptions(create=False))
   steps = manager.all_steps()
   if checkpoint in ("best", "latest"):
     step = max(steps) if steps else None
@@ -89,9 +90,12 @@ def restore_variables(workdir, checkpoint: str | int = "best", mesh=None
                        f"got {checkpoint!r}.") from None
     step = step if step in steps else None
   if step is None:
+    hint = (" The run's latest checkpoints are in checkpoints/: pass "
+            "checkpoint='latest' (sla-eval --checkpoint latest)."
+            if folder == "best" else "")
     raise FileNotFoundError(
         f"No checkpoint {checkpoint!r} in {workdir / folder} (saved steps: "
-        f"{sorted(steps) or 'none'}).")
+        f"{sorted(steps) or 'none'}).{hint}")
   if folder == "best":
     state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
   else:

@@ -1,6 +1,7 @@
 """sla-eval, sla_jax.inference.load and export on a tiny trained workdir."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -47,6 +48,19 @@ def test_eval_latest_and_other_checkpoints(trained):
     inference.evaluate_workdir(workdir, "best", "test", {"eval_batch_size": "0"})
   with pytest.raises(FileNotFoundError, match="No checkpoint '7'"):
     inference.evaluate_workdir(workdir, "7", "test")
+
+
+def test_a_workdir_without_best_points_to_latest(trained, tmp_path):
+  """A run carried back without best/ (gpu_suite.sh train_many) says what to pass."""
+  workdir, config, _ = trained
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / "best")
+  with pytest.raises(FileNotFoundError,
+                     match=r"No checkpoint 'best'.*checkpoint='latest'"):
+    inference.load(copy)
+  assert not (copy / "best").exists()  # looking did not create it
+  assert inference.load(copy, checkpoint="latest").step == config.total_steps
 
 
 def test_predictor_matches_the_evaluator_and_exports(trained, tmp_path):
