@@ -28,16 +28,19 @@
 # $RUNS/NAME (NAME defaults to OBJECTIVE; resumes from $RUNS/NAME.tgz if
 # present); leaves NAME.{metrics.jsonl,results.json,tgz} in $OUT.
 # train_many: several such runs at once on the one GPU (OBJECTIVE:SEED each;
-# one run leaves it mostly idle: BENCHMARKS.md, the per-step floor), named PREFIX + OBJECTIVE_seedSEED, each within TRAIN_TIMEOUT (a stopped run
-# saves its step and resumes next time), every process with an equal share
-# of the GPU's memory and one checkpoint kept. In $OUT: summary.jsonl (a line
+# one run leaves it mostly idle: BENCHMARKS.md, the per-step floor), named
+# PREFIX + OBJECTIVE_seedSEED, each within TRAIN_TIMEOUT (set it under the
+# device tool's 10 minutes a command; a stopped run saves its step and
+# resumes next time), every process with an equal share of the GPU's memory
+# and one checkpoint kept. In $OUT: summary.jsonl (a line
 # per run: exit status, last step, results when finished), logs.txt (the end
 # of each run's output) and the workdirs without best/ as one tarball cut in
 # 15 MiB pieces, runs.tgz.0, runs.tgz.1, ... (the device tool returns eight
-# files of 16 MiB at most; ResNet-32's checkpoint is ~4 MB a run).
+# files of 16 MiB at most; a ResNet-32 run keeps ~3.6 MiB: parameters and
+# momentum).
 # metrics.jsonl and results.json are inside: `cat runs.tgz.* | tar xz`.
 # To resume, put the pieces in $RUNS (e.g. .gpu/runs, carried).
-#   OUT=/tmp/gpu RUNS=.gpu/runs bash benchmarks/gpu_suite.sh train_many 80000 \
+#   OUT=/tmp/gpu RUNS=.gpu/runs TRAIN_TIMEOUT=480 bash benchmarks/gpu_suite.sh train_many 80000 \
 #       baseline:0 sla:0 sla_sd:0 -- --config.model.dtype=bfloat16
 set -u
 OUT=${OUT:-/tmp/gpu_suite}
