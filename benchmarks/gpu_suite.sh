@@ -136,11 +136,9 @@ elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
         echo "gpu_suite.sh: '$spec' is not OBJECTIVE:SEED (e.g. sla:0)" >&2; exit 2 ;;
       esac
     done
-    case "$steps" in ''|*[!0-9]*)
-      echo "usage: gpu_suite.sh train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2 ;;
-    esac
-    [ ${#specs[@]} -gt 0 ] || {
-      echo "usage: gpu_suite.sh train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2; }
+    if [[ ! "$steps" =~ ^[0-9]+$ ]] || [ ${#specs[@]} -eq 0 ]; then
+      echo "usage: gpu_suite.sh train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2
+    fi
     if ls "$runs"/runs.tgz.* > /dev/null 2>&1; then cat "$runs"/runs.tgz.* | tar xzf - -C "$runs"; fi
     share=$(( 90 / ${#specs[@]} ))
     names=(); pids=()
