@@ -23,9 +23,11 @@ machine).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
+import sys
 import time
 
 import jax
@@ -93,7 +95,8 @@ def official_step(path: str, depth: int, batch_size: int, device: str):
   models, augmentations, trainers = original_side_by_side.import_official(path)
   torch.manual_seed(0)
   transform, m = augmentations.rotation()
-  model = models.check_model(f"cresnet{depth}", 10 * m)
+  with contextlib.redirect_stdout(sys.stderr):  # it prints its depth: keep --json's stdout JSON
+    model = models.check_model(f"cresnet{depth}", 10 * m)
   optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
                               weight_decay=1e-4)
   engine = trainers.create_sla_trainer(model, transform, optimizer,

@@ -5,20 +5,23 @@
 #   SLA_SHARED_DIR=../shared OUT=/tmp/gpu bash benchmarks/gpu_suite.sh train \
 #       OBJECTIVE STEPS [extra trainer flags...]
 #
-# bench (7 files in $OUT; the device tool returns at most 8): env.txt; bench.jsonl: `sla-bench` on the protocol
-# config (ResNet-32, 128 images x 4 rotations), bf16 at steps_per_call K = 1
-# and 16 (the per-step floor), baseline / SLA+SD / float32 / top_k draw at
-# K = 16; compare.jsonl: the PyTorch side by side (benchmarks/compare_torch.py)
-# against the original's fp32 default and bf16 autocast channels-last, and
-# with OFFICIAL=PATH (a hankook/SLA checkout carried along) the original code's
-# own step too; resnet50.jsonl: our ResNet-50 SLA step vs torchvision's at
-# its fastest eager setting (benchmarks/compare_resnet50.py);
-# batch_draw.jsonl; profile_k{1,16}.json: the jax.profiler per-op breakdown
-# (benchmarks/profile_step.py; traces stay in /tmp); then two more bench.jsonl
-# rows at K = 16, command buffers off and with WHILE. The parts run in that
-# order (most needed first) within DEADLINE seconds in all (default 540, under
-# the device tool's 10 minutes a command), each within STEP_TIMEOUT (default
-# 150) of them: a slow or stuck part loses only itself and what follows it.
+# bench (7 files in $OUT; the device tool returns at most 8): env.txt;
+# bench.jsonl: `sla-bench` on the protocol config (ResNet-32, 128 images x 4
+# rotations); compare.jsonl: the PyTorch side by side
+# (benchmarks/compare_torch.py), with OFFICIAL=PATH (a hankook/SLA checkout
+# carried along) the original code's own step too; resnet50.jsonl: our
+# ResNet-50 SLA step vs torchvision's at its fastest eager setting
+# (benchmarks/compare_resnet50.py); batch_draw.jsonl; profile_k{1,16}.json:
+# the jax.profiler per-op breakdown (benchmarks/profile_step.py; traces stay in
+# /tmp). The parts, most needed first: sla_k1, sla_k16 (bf16 at steps_per_call
+# K = 1 and 16: the per-step floor), baseline_k16, compare_fp32 (the
+# original's default), resnet50, sla_sd_k16, float32_k16, top_k (the top_k
+# batch draw), compare_bf16_channels_last, batch_draw, profile_k1,
+# profile_k16, no_command_buffers and command_buffers_while (XLA:GPU's CUDA
+# graphs off, and capturing loops too; K = 16). PARTS="name ..." runs only
+# those. They run within DEADLINE seconds in all (default 540, under the
+# device tool's 10 minutes a command), each within STEP_TIMEOUT (default 150)
+# of them: a slow or stuck part loses only itself and what follows it.
 # SMOKE=1 runs every part at toy sizes (quickstart config, depth-8 side by side,
 # ResNet-50 at 64 px): what tests/test_launch.py runs on the CPU, so that the
 # suite is known to run before it spends device time.
@@ -57,6 +60,13 @@ if [ "$mode" = bench ]; then
     config=configs/cifar.py; steps=1600; rounds=50; calls=4
     compare_size="--batch_size 128"; r50_size="--batch_size 64"
   fi
+  parts="sla_k1 sla_k16 baseline_k16 compare_fp32 resnet50 sla_sd_k16 float32_k16 top_k
+    compare_bf16_channels_last batch_draw profile_k1 profile_k16 no_command_buffers command_buffers_while"
+  for name in ${PARTS:-}; do
+    case " $(echo $parts) " in *" $name "*) ;; *)
+      echo "gpu_suite.sh: unknown part '$name' in PARTS; the parts: $(echo $parts)" >&2; exit 2 ;;
+    esac
+  done
   limit() {  # the command, within STEP_TIMEOUT and what is left of DEADLINE
     local left=$(( ${DEADLINE:-540} - SECONDS )) step=${STEP_TIMEOUT:-150}
     if [ "$left" -le 5 ]; then echo "gpu_suite: deadline reached, skipped: $*" >&2; return 0; fi
@@ -73,33 +83,43 @@ if [ "$mode" = bench ]; then
       --config.model.dtype="$dtype" --config.steps_per_call="$k" \
       --steps $((steps / k)) --warmup 2 --json "$@" | tee -a "$OUT/bench.jsonl"
   }
-  bench sla bfloat16 1
-  bench sla bfloat16 16
-  bench baseline bfloat16 16
-  bench sla_sd bfloat16 16
-  bench sla float32 16
-  bench sla bfloat16 16 --config.batch_draw=top_k
-  official=${OFFICIAL:+--official $OFFICIAL}
-  for variant in fp32 bf16_channels_last; do
+  compare() {  # torch_variant: the PyTorch side by side
     limit python3 -m benchmarks.compare_torch $compare_size --rounds $rounds \
-      --jax_dtype bfloat16 --torch_variant $variant $official --json \
+      --jax_dtype bfloat16 --torch_variant "$1" ${OFFICIAL:+--official $OFFICIAL} --json \
       | tee -a "$OUT/compare.jsonl"
-  done
-  limit python3 -m benchmarks.compare_resnet50 $r50_size --rounds $(( rounds < 20 ? rounds : 20 )) \
-    --json | tee -a "$OUT/resnet50.jsonl"
-  limit python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"
-  for k in 1 16; do
+  }
+  # The issues' targets first: the floor (K = 1 vs 16), the baseline's rate,
+  # the original's default, ResNet-50 against torchvision; then the rest.
+  # PARTS (names below, space-separated) runs only those, in this order.
+  part() {  # name command...: the command, if PARTS is empty or names it
+    local name=$1; shift
+    case " ${PARTS:-$name} " in *" $name "*) "$@" ;; esac
+  }
+  profile() {  # steps_per_call
     limit python3 -m benchmarks.profile_step --config "$config:objective=sla" \
-      --config.model.dtype=bfloat16 --config.steps_per_call=$k --calls $calls \
-      --out "/tmp/gpu_trace_k$k" --json > "$OUT/profile_k$k.json"
-  done
-  # Last, if time is left: XLA:GPU's command buffers (CUDA graphs) off, and
-  # with while loops and conditionals captured too (rows in bench.jsonl carry
-  # their xla_flags).
-  for buffers in "" FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL; do
-    XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$buffers" \
-      bench sla bfloat16 16
-  done
+      --config.model.dtype=bfloat16 --config.steps_per_call="$1" --calls $calls \
+      --out "/tmp/gpu_trace_k$1" --json > "$OUT/profile_k$1.json"
+  }
+  command_buffers() {  # XLA:GPU's command buffers (CUDA graphs): the types captured
+    XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$1" bench sla bfloat16 16
+  }
+  part sla_k1 bench sla bfloat16 1
+  part sla_k16 bench sla bfloat16 16
+  part baseline_k16 bench baseline bfloat16 16
+  part compare_fp32 compare fp32
+  part resnet50 eval 'limit python3 -m benchmarks.compare_resnet50 $r50_size \
+    --rounds $(( rounds < 20 ? rounds : 20 )) --json | tee -a "$OUT/resnet50.jsonl"'
+  part sla_sd_k16 bench sla_sd bfloat16 16
+  part float32_k16 bench sla float32 16
+  part top_k bench sla bfloat16 16 --config.batch_draw=top_k
+  part compare_bf16_channels_last compare bf16_channels_last
+  part batch_draw eval 'limit python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"'
+  part profile_k1 profile 1
+  part profile_k16 profile 16
+  # Command buffers off, and with while loops and conditionals captured too
+  # (the rows in bench.jsonl carry their xla_flags).
+  part no_command_buffers command_buffers ""
+  part command_buffers_while command_buffers FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL
 elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
   # CONFIG: the config and its data (default the CIFAR-10 protocol); NAME: the
   # run's folder and file names (default OBJECTIVE; e.g. sla_seed1 with

@@ -7,7 +7,8 @@
 # files, and the ignored paths a call names in `carry`; 64 MiB in all), so this
 # puts into .gpu/ (ignored): shared/data/<the dataset's tarball> (default
 # cifar10: the 19 MB CIFAR-10 JPEGs of ../shared; tinyimagenet100 is 38 MB;
-# not both in one call) and, with OFFICIAL=PATH, official/: a copy of a
+# not both in one call), shared/reference/'s 8 MB npz of the original's
+# numbers, and, with OFFICIAL=PATH, official/: a copy of a
 # hankook/SLA checkout without its .git (for `compare_torch --official`;
 # nothing of it is committed). The wheels come from launch/gpu_wheels.sh
 # (.whl/; NO_WHEELS=1 skips the download). It prints the size that would
@@ -31,6 +32,12 @@ if [ -n "$tarball" ]; then
   [ -f "$SHARED/data/$tarball" ] || {
     echo "gpu_prepare.sh: no $SHARED/data/$tarball (set SLA_SHARED_DIR)" >&2; exit 2; }
   cp "$SHARED/data/$tarball" .gpu/shared/data/
+fi
+# The original's numbers on the shared reference weights (8 MB): compare_torch
+# checks its PyTorch step against them on the device too.
+reference=reference/official_resnet32_rotation.npz
+if [ -f "$SHARED/$reference" ]; then
+  mkdir -p .gpu/shared/reference && cp "$SHARED/$reference" .gpu/shared/reference/
 fi
 official_env=
 if [ -n "${OFFICIAL:-}" ]; then

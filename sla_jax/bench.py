@@ -11,7 +11,8 @@ devices JAX sees, over random uint8 images of the dataset's shape
 * train step: compile time, first call, median / p10 / p90 time per step over
   ``--steps`` calls after ``--warmup`` (each ``block_until_ready``; a call runs
   ``--config.steps_per_call`` steps and its time is divided by that), images/s,
-  views/s, XLA's FLOP count and the achieved FLOP/s (with the fraction of the
+  views/s, XLA's FLOP count of one step (:func:`reference_step_flops`: the
+  same on every backend) and the achieved FLOP/s (with the fraction of the
   device's peak on known GPUs/TPUs), peak host memory, and device memory where
   the backend reports it;
 * eval step: one forward of ``eval_batch_size`` images, identity view only (what
@@ -97,11 +98,36 @@ def _time_calls(fn, steps: int, warmup: int) -> dict[str, float]:
           "p90_s": float(np.percentile(times, 90))}
 
 
-def _flops(compiled) -> float | None:
-  analysis = compiled.cost_analysis()
+def _flops(lowered) -> float | None:
+  """XLA's FLOP count of a lowered (not yet compiled) computation.
+
+  Counted before the backend's passes: XLA:GPU turns convolutions into cuDNN
+  custom calls that its compiled cost analysis counts as zero FLOPs. Loop
+  bodies count once (a call of K steps reports one step's FLOPs).
+  """
+  analysis = lowered.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None
   return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+def reference_step_flops(config, images, labels, num_classes: int,
+                         image_shape) -> float | None:
+  """XLA's FLOP count of one train step over the whole batch, as the model's math.
+
+  Counted on the lowered step of ``config`` with ``steps_per_call=1`` and
+  XLA's own convolution gradients (``conv_weight_grad="xla"``): the matmul
+  weight gradient sums its patches in a loop whose body a cost analysis
+  counts once, and K steps per call are one loop too. So the figure is the
+  same on every backend, device count and K, and FLOP/s compare across them.
+  """
+  reference = config.copy_and_resolve_references()
+  with reference.unlocked():
+    reference.steps_per_call = 1
+    if "conv_weight_grad" in reference.model:
+      reference.model.conv_weight_grad = "xla"
+  setup = build_train_step(reference, images, labels, num_classes, image_shape)
+  return _flops(setup.step.full.lower(setup.state, *setup.data, setup.seed_key))
 
 
 def _device_memory() -> int | None:
@@ -266,7 +292,8 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   # Per step: each timed call runs k steps.
   timing = {name: value / (1 if name == "first_call_s" else k)
             for name, value in _time_calls(one_call, steps, warmup).items()}
-  flops = _flops(compiled)
+  flops = reference_step_flops(config, images, labels, num_classes,
+                               image_shape)
   row = {"what": "train_step", **common, "steps_per_call": k,
          "compile_s": compile_s, **timing,
          "images_per_s": config.batch_size / timing["median_s"],
@@ -294,14 +321,15 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   # equivalent single pass over all views.
   one_pass = jax.jit(lambda v, x: model.apply(
       v, objective.group.apply(preprocess.normalize(x, dtype)), train=False))
-  all_views_flops = _flops(one_pass.lower(variables, eval_images).compile())
+  all_views_flops = _flops(one_pass.lower(variables, eval_images))
   for name, fn in (("eval_identity_view", single), ("eval_all_views", every)):
     start = time.perf_counter()
-    compiled_eval = fn.lower(variables, eval_images).compile()
+    lowered_eval = fn.lower(variables, eval_images)
+    compiled_eval = lowered_eval.compile()
     compile_s = time.perf_counter() - start
     timing = _time_calls(lambda c=compiled_eval: c(variables, eval_images),
                          steps, warmup)
-    flops = (_flops(compiled_eval) if name == "eval_identity_view"
+    flops = (_flops(lowered_eval) if name == "eval_identity_view"
              else all_views_flops)
     rows.append({"what": name, **common, "eval_batch_size": eval_n,
                  "compile_s": compile_s, **timing,

@@ -69,3 +69,25 @@ def test_cli_json_lines():
   rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
   assert rows[0]["what"] == "train_step" and rows[0]["batch_size"] == 8
   assert rows[0]["images_per_s"] > 0 and rows[0]["backend"] == "cpu"
+
+
+def test_train_flops_count_one_whole_batch_step():
+  """The FLOP count is that of one step over the whole batch as the model's
+  math: the same on one device and on two, with K = 2 steps per call and with
+  either weight gradient (a partitioned program's compiled count is one
+  device's share; XLA:GPU's counts its cuDNN convolutions as nothing; loops
+  count once)."""
+  def flops(**overrides):
+    rows = bench.run_benchmark(tiny_config("sla", **overrides), steps=1,
+                               warmup=0)
+    return rows[0]["flops_per_step"]
+
+  one = flops(num_devices=1)
+  assert one > 0
+  assert flops(num_devices=2) == pytest.approx(one, rel=1e-3)
+  assert flops(num_devices=1, steps_per_call=2) == pytest.approx(one, rel=1e-3)
+  config = tiny_config("sla", num_devices=1)
+  with config.unlocked():
+    config.model.conv_weight_grad = "matmul"
+  rows = bench.run_benchmark(config, steps=1, warmup=0)
+  assert rows[0]["flops_per_step"] == pytest.approx(one, rel=1e-3)

@@ -168,6 +168,26 @@ def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
   assert r50["model"] == "resnet50" and r50["jax_median_s"] > 0
 
 
+@pytest.mark.slow
+def test_gpu_suite_parts_runs_only_the_named_parts(tmp_path):
+  out = tmp_path / "out"
+  env = dict(os.environ, SMOKE="1", OUT=str(out), PARTS="batch_draw sla_k1")
+  subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench"], cwd=REPO,
+                 env=env, check=True, timeout=900, capture_output=True)
+  rows = [json.loads(l) for l in (out / "bench.jsonl").read_text().splitlines()
+          if l.startswith("{")]
+  assert [(r["objective"], r["steps_per_call"]) for r in rows
+          if r["what"] == "train_step"] == [("sla", 1)]
+  assert (out / "batch_draw.jsonl").read_text().strip()
+  assert not (out / "compare.jsonl").exists()
+  assert not (out / "profile_k16.json").exists()
+  bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench"], cwd=REPO,
+                       env=dict(env, PARTS="sla_k1 profile"), timeout=60,
+                       capture_output=True, text=True)
+  assert bad.returncode == 2
+  assert "unknown part 'profile' in PARTS" in bad.stderr
+
+
 def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_path):
   repo = tmp_path / "repo"
   (repo / "launch").mkdir(parents=True)
@@ -177,6 +197,8 @@ def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_pat
   shared = tmp_path / "shared" / "data"
   shared.mkdir(parents=True)
   (shared / "cifar10-jpeg.tar.gz").write_bytes(b"x" * 1000)
+  (tmp_path / "shared" / "reference").mkdir()
+  (tmp_path / "shared/reference/official_resnet32_rotation.npz").write_bytes(b"r")
   official = tmp_path / "SLA"
   (official / ".git").mkdir(parents=True)
   (official / "trainers.py").write_text("# the original's engine\n")
@@ -193,6 +215,7 @@ def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_pat
   assert (repo / ".gpu/runs/runs.tgz.0").read_bytes() == b"runs"
   assert not (repo / ".gpu/shared/stale.tar.gz").exists()
   assert (repo / ".gpu/shared/data/cifar10-jpeg.tar.gz").stat().st_size == 1000
+  assert (repo / ".gpu/shared/reference/official_resnet32_rotation.npz").exists()
   assert (repo / ".gpu/official/trainers.py").exists()
   assert not (repo / ".gpu/official/.git").exists()
   assert 'carry: [".whl", ".gpu"]' in out.stdout

@@ -40,7 +40,7 @@ def test_step_variants_run_and_learn():
     assert last < first, kw
 
 
-def test_official_step_is_the_original_code_update():
+def test_official_step_is_the_original_code_update(capsys):
   """--official: the original's own engine update (needs a checkout of hankook/SLA)."""
   import os, pathlib  # pylint: disable=g-import-not-at-top,multiple-imports
   path = pathlib.Path(os.environ.get("SLA_OFFICIAL", "/tmp/SLA_orig"))
@@ -49,6 +49,7 @@ def test_official_step_is_the_original_code_update():
   pytest.importorskip("ignite")
   call = compare_torch.official_step(str(path), depth=20, batch_size=4,
                                      device="cpu")
+  assert capsys.readouterr().out == ""  # its model's print: stderr, not --json's lines
   losses = [call() for _ in range(6)]  # the same batch: the loss must fall
   assert all(np.isfinite(losses)) and losses[-1] < losses[0]
   # Its first loss on 40-way joint logits starts near log(40).
