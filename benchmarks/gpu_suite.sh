@@ -45,12 +45,28 @@
 # To resume, put the pieces in $RUNS (e.g. .gpu/runs, carried).
 #   OUT=/tmp/gpu RUNS=.gpu/runs TRAIN_TIMEOUT=480 bash benchmarks/gpu_suite.sh train_many 80000 \
 #       baseline:0 sla:0 sla_sd:0 -- --config.model.dtype=bfloat16
+# bench_then_train_many (same arguments as train_many): both in one device
+# call, the bench (PARTS) within BENCH_DEADLINE seconds (default 330), packed
+# as bench.tgz, then the runs until END seconds after the start (default 565).
 set -u
 OUT=${OUT:-/tmp/gpu_suite}
 SHARED=${SLA_SHARED_DIR:-../shared}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 mode=${1:-bench}; shift || true
+
+if [ "$mode" = bench_then_train_many ]; then
+  # One device call, both halves: the bench parts (PARTS) within BENCH_DEADLINE
+  # seconds (default 330) as one bench.tgz, then train_many until END seconds
+  # (default 565) after the start: 4 or 5 files in $OUT, under the tool's 8.
+  TRAIN_CHECK=1 bash "$0" train_many "$@" || exit $?  # bad arguments: before any timing
+  mkdir -p "$OUT/bench"
+  OUT="$OUT/bench" DEADLINE=${BENCH_DEADLINE:-330} bash "$0" bench || exit $?
+  tar czf "$OUT/bench.tgz" -C "$OUT" bench && rm -rf "$OUT/bench"
+  left=$(( ${END:-565} - SECONDS ))
+  if [ "$left" -lt 10 ]; then echo "gpu_suite: no time left to train (END=${END:-565})" >&2; exit 0; fi
+  TRAIN_TIMEOUT=$left exec bash "$0" train_many "$@"
+fi
 
 if [ "$mode" = bench ]; then
   if [ "${SMOKE:-0}" = 1 ]; then
@@ -159,6 +175,7 @@ elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
     if [[ ! "$steps" =~ ^[0-9]+$ ]] || [ ${#specs[@]} -eq 0 ]; then
       echo "usage: gpu_suite.sh train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2
     fi
+    [ "${TRAIN_CHECK:-0}" = 1 ] && exit 0  # bench_then_train_many: arguments checked
     if ls "$runs"/runs.tgz.* > /dev/null 2>&1; then cat "$runs"/runs.tgz.* | tar xzf - -C "$runs"; fi
     share=$(( 90 / ${#specs[@]} ))
     names=(); pids=()
@@ -195,5 +212,5 @@ PY
     exit $failed
   fi
 else
-  echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags] | train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2
+  echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags] | train_many STEPS OBJECTIVE:SEED... [-- flags] | bench_then_train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2
 fi

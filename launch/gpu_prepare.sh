@@ -13,8 +13,9 @@
 # nothing of it is committed). The wheels come from launch/gpu_wheels.sh
 # (.whl/; NO_WHEELS=1 skips the download). It prints the size that would
 # travel and the device command for `benchmarks/gpu_suite.sh` (MODE, default
-# bench; e.g. MODE="train sla 80000", or MODE="train_many 80000 baseline:0
-# sla:0 sla_sd:0 -- --config.model.dtype=bfloat16"; runs resume from
+# bench; e.g. MODE="train sla 80000", MODE="train_many 80000 baseline:0
+# sla:0 sla_sd:0 -- --config.model.dtype=bfloat16", or the same arguments after
+# bench_then_train_many for both in one call; runs resume from
 # .gpu/runs, which this leaves in place: put an earlier call's runs.tgz.*
 # pieces or NAME.tgz there).
 set -euo pipefail

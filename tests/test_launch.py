@@ -312,3 +312,33 @@ def test_gpu_suite_trains_several_runs_at_once_and_resumes_them(tmp_path):
                          cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+@pytest.mark.slow
+def test_gpu_suite_bench_then_train_many_in_one_call(tmp_path):
+  """bench_then_train_many: the named bench parts packed as bench.tgz, then the
+  runs until END; bad run arguments stop it before any timing."""
+  out = tmp_path / "out"
+  env = dict(os.environ, SMOKE="1", PARTS="sla_k1", OUT=str(out),
+             RUNS=str(tmp_path / "runs"), CONFIG="configs/quickstart.py",
+             END="1000")
+  subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench_then_train_many",
+                  "10", "sla:0", "--", "--config.eval_every=10",
+                  "--config.checkpoint_every=10", "--config.log_every=10"],
+                 cwd=REPO, env=env, check=True, timeout=900, capture_output=True)
+  assert sorted(p.name for p in out.iterdir()) == [
+      "bench.tgz", "logs.txt", "runs.tgz.0", "summary.jsonl"]
+  bench_rows = subprocess.run(["tar", "xzOf", str(out / "bench.tgz"),
+                               "bench/bench.jsonl"], check=True,
+                              capture_output=True, text=True).stdout
+  assert [json.loads(l)["steps_per_call"] for l in bench_rows.splitlines()
+          if '"train_step"' in l] == [1]
+  run = json.loads((out / "summary.jsonl").read_text())
+  assert run["name"] == "sla_seed0" and run["last_step"] == 10
+  assert run["exit_status"] == 0
+  bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh",
+                        "bench_then_train_many", "10", "sla"], cwd=REPO,
+                       env=dict(env, OUT=str(tmp_path / "bad")),
+                       capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 2 and "'sla' is not OBJECTIVE:SEED" in bad.stderr
+  assert not (tmp_path / "bad" / "bench").exists()
