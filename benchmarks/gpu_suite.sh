@@ -116,6 +116,13 @@ if [ "$mode" = bench ]; then
       --config.model.dtype=bfloat16 --config.steps_per_call="$1" --calls $calls \
       --out "/tmp/gpu_trace_k$1" --json > "$OUT/profile_k$1.json"
   }
+  resnet50() {
+    limit python3 -m benchmarks.compare_resnet50 $r50_size \
+      --rounds $(( rounds < 20 ? rounds : 20 )) --json | tee -a "$OUT/resnet50.jsonl"
+  }
+  batch_draw() {
+    limit python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"
+  }
   command_buffers() {  # XLA:GPU's command buffers (CUDA graphs): the types captured
     XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$1" bench sla bfloat16 16
   }
@@ -123,13 +130,12 @@ if [ "$mode" = bench ]; then
   part sla_k16 bench sla bfloat16 16
   part baseline_k16 bench baseline bfloat16 16
   part compare_fp32 compare fp32
-  part resnet50 eval 'limit python3 -m benchmarks.compare_resnet50 $r50_size \
-    --rounds $(( rounds < 20 ? rounds : 20 )) --json | tee -a "$OUT/resnet50.jsonl"'
+  part resnet50 resnet50
   part sla_sd_k16 bench sla_sd bfloat16 16
   part float32_k16 bench sla float32 16
   part top_k bench sla bfloat16 16 --config.batch_draw=top_k
   part compare_bf16_channels_last compare bf16_channels_last
-  part batch_draw eval 'limit python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"'
+  part batch_draw batch_draw
   part profile_k1 profile 1
   part profile_k16 profile 16
   # Command buffers off, and with while loops and conditionals captured too
