@@ -111,8 +111,8 @@ def _flops(lowered) -> float | None:
   return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
-def reference_step_flops(config, images, labels, num_classes: int,
-                         image_shape) -> float | None:
+def reference_step_flops(config, setup: TrainStepSetup, num_classes: int,
+                         state=None) -> float | None:
   """XLA's FLOP count of one train step over the whole batch, as the model's math.
 
   Counted on the lowered step of ``config`` with ``steps_per_call=1`` and
@@ -120,14 +120,18 @@ def reference_step_flops(config, images, labels, num_classes: int,
   weight gradient sums its patches in a loop whose body a cost analysis
   counts once, and K steps per call are one loop too. So the figure is the
   same on every backend, device count and K, and FLOP/s compare across them.
+  Lowered (not run) on ``setup``'s inputs; ``state`` replaces ``setup.state``
+  once timed calls have donated it.
   """
   reference = config.copy_and_resolve_references()
   with reference.unlocked():
     reference.steps_per_call = 1
     if "conv_weight_grad" in reference.model:
       reference.model.conv_weight_grad = "xla"
-  setup = build_train_step(reference, images, labels, num_classes, image_shape)
-  return _flops(setup.step.full.lower(setup.state, *setup.data, setup.seed_key))
+  call = _train_call(reference, spec_lib.resolve(reference, num_classes),
+                     train.make_optimizer(reference)[0], setup.mesh)
+  state = setup.state if state is None else state
+  return _flops(call.full.lower(state, *setup.data, setup.seed_key))
 
 
 def _device_memory() -> int | None:
@@ -193,16 +197,20 @@ def build_train_step(config, images, labels, num_classes: int,
   init = train.make_init(spec.model, tx, tuple(image_shape))
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = train.jit_init(init, out_shardings=replicated)(init_key)
-  steps_per_call = config.get("steps_per_call", 1)
-  call = train.jit_multi_step(
-      train.make_train_step(spec, tx, config, NamedSharding(mesh, P("data"))),
-      steps_per_call, donate_argnums=(0,),
-      out_shardings=(replicated, replicated))
-
-  return TrainStepSetup(spec.objective, spec.model, spec.dtype, state, call,
-                        steps_per_call,
+  return TrainStepSetup(spec.objective, spec.model, spec.dtype, state,
+                        _train_call(config, spec, tx, mesh),
+                        config.get("steps_per_call", 1),
                         jax.device_put((images, labels), replicated), seed_key,
                         mesh)
+
+
+def _train_call(config, spec, tx, mesh) -> train.MultiStep:
+  """The trainer's jitted call of ``steps_per_call`` steps, state donated."""
+  replicated = NamedSharding(mesh, P())
+  return train.jit_multi_step(
+      train.make_train_step(spec, tx, config, NamedSharding(mesh, P("data"))),
+      config.get("steps_per_call", 1), donate_argnums=(0,),
+      out_shardings=(replicated, replicated))
 
 
 def machine_load() -> dict[str, Any]:
@@ -292,8 +300,7 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   # Per step: each timed call runs k steps.
   timing = {name: value / (1 if name == "first_call_s" else k)
             for name, value in _time_calls(one_call, steps, warmup).items()}
-  flops = reference_step_flops(config, images, labels, num_classes,
-                               image_shape)
+  flops = reference_step_flops(config, setup, num_classes, holder["state"])
   row = {"what": "train_step", **common, "steps_per_call": k,
          "compile_s": compile_s, **timing,
          "images_per_s": config.batch_size / timing["median_s"],
