@@ -54,7 +54,8 @@ def get_config(arg=None):
   c.transform = "rotation"      # the SLA views (any sla_jax.transforms name)
   c.model = ml_collections.ConfigDict({"name": arg.model, "dtype": "float32",
                                        "conv_weight_grad": "auto",
-                                       "use_fast_variance": False})
+                                       "use_fast_variance": False,
+                                       "fused_batch_norm": False})
   c.model.widths = ((64, 160, 320, 640) if arg.model == "resnet12"
                     else (64, 64, 64, 64))
   if arg.model == "resnet12":   # MetaOptNet's DropBlock at 32 px

@@ -166,6 +166,9 @@ def base_config() -> ml_collections.ConfigDict:
   # BatchNorm variance in one pass (E[x^2] - E[x]^2, faster) instead of
   # PyTorch's two-pass numerics.
   c.model.use_fast_variance = False
+  # BatchNorm with a closed-form backward pass (sla_jax.models.batch_norm):
+  # same forward values, gradients equal to float rounding, fewer GPU kernels.
+  c.model.fused_batch_norm = False
 
   # Optimisation: SGD, lr x0.1 at 50 % and 75 % of the steps.
   c.batch_size = 128            # original images per step (x M views)
@@ -208,7 +211,7 @@ def large_image_config(model: str, image_size: int) -> ml_collections.ConfigDict
   c.crop_padding = 0
   c.model = ml_collections.ConfigDict({
       "name": model, "dtype": "float32", "conv_weight_grad": "auto",
-      "use_fast_variance": False})
+      "use_fast_variance": False, "fused_batch_norm": False})
   from sla_jax import models  # pylint: disable=g-import-not-at-top  (keeps configs light)
   if "zero_init_residual" in models.arguments(model):
     c.model.zero_init_residual = False  # the ImageNet ResNets' option

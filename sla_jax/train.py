@@ -83,6 +83,9 @@ ConfigError = spec_lib.ConfigError
 MAX_CALLS_IN_FLIGHT = 4
 # Fields that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = ("num_devices", "log_every", "steps_per_call")
+# Config fields added after runs were recorded, with the value that behaves as
+# the code did before them: a saved config without one reads as having it.
+_ADDED_FIELDS = {("model", "fused_batch_norm"): False}
 
 
 @flax.struct.dataclass
@@ -194,12 +197,25 @@ def workdir_path(workdir) -> epath.Path:
   return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
 
 
+def _with_added_fields(saved: dict[str, Any]) -> dict[str, Any]:
+  """``saved`` (a run's config.json) with the :data:`_ADDED_FIELDS` it predates."""
+  for (*parents, name), value in _ADDED_FIELDS.items():
+    node = saved
+    for parent in parents:
+      node = node.get(parent)
+      if not isinstance(node, dict):
+        break
+    else:
+      node.setdefault(name, value)
+  return saved
+
+
 def check_workdir(config, workdir: epath.Path,
                   resumable: tuple[str, ...] = _RESUMABLE_CHANGES) -> None:
   """Refuses to resume a run of another config (fields outside ``resumable``); writes config.json otherwise."""
   path = workdir / "config.json"
   if path.exists() and (workdir / "checkpoints").exists():
-    saved = json.loads(path.read_text())
+    saved = _with_added_fields(json.loads(path.read_text()))
     current = json.loads(config.to_json())
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k)

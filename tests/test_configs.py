@@ -109,7 +109,8 @@ def test_model_arguments_lists_what_each_model_takes():
   assert "depth" not in models.arguments("cifar_resnet32")  # fixed by its name
   assert {"widths", "drop_rate"} <= set(models.arguments("resnet12"))
   for name in models.names():  # every model takes what the registry promises
-    assert {"heads", "dtype", "conv_weight_grad", "use_fast_variance"} <= set(
+    assert {"heads", "dtype", "conv_weight_grad", "use_fast_variance",
+            "fused_batch_norm"} <= set(
         models.arguments(name)), name
   with pytest.raises(ValueError, match="Unknown model 'nope'"):
     models.arguments("nope")

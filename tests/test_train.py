@@ -7,6 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from etils import epath
 
 import subprocess_util as sp
 from conftest import interrupt_after
@@ -352,3 +353,16 @@ def test_a_steps_per_call_that_cuts_calls_short_is_warned(k, warned, caplog):
   assert bool(hits) == warned
   if warned:
     assert "log_every=5, eval_every=10, checkpoint_every=10" in hits[0].getMessage()
+
+
+def test_a_run_saved_before_a_field_was_added_still_resumes(tmp_path):
+  """A saved config.json without a field added since reads as having its old-behaviour value."""
+  config = tiny_config()
+  saved = json.loads(config.to_json())
+  del saved["model"]["fused_batch_norm"]  # written by the code of before
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  (tmp_path / "checkpoints").mkdir()
+  train.check_workdir(config, epath.Path(tmp_path))  # resumes
+  config.model.fused_batch_norm = True
+  with pytest.raises(train.ConfigError, match="different config.*model"):
+    train.check_workdir(config, epath.Path(tmp_path))

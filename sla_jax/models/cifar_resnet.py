@@ -30,6 +30,7 @@ from jax import lax
 
 from sla_jax import feature_transforms
 from sla_jax.models import conv_ops, registry
+from sla_jax.models.batch_norm import FusedBatchNorm
 from sla_jax.models import heads as heads_lib
 
 __all__ = ["CifarResNet", "BasicBlock", "DEPTHS", "STAGE_CHANNELS"]
@@ -90,9 +91,15 @@ def conv_layer(dtype: Any, conv_weight_grad: str, *args, **kwargs):
                            **kwargs)
 
 
-def batch_norm(train: bool, dtype: Any, use_fast_variance: bool):
-  """``nn.BatchNorm`` with PyTorch's defaults (momentum 0.1, eps 1e-5), batch statistics in training."""
-  return functools.partial(nn.BatchNorm, use_running_average=not train,
+def batch_norm(train: bool, dtype: Any, use_fast_variance: bool,
+               fused: bool = False):
+  """BatchNorm with PyTorch's defaults (momentum 0.1, eps 1e-5), batch statistics in training.
+
+  ``nn.BatchNorm``, or with ``fused`` :class:`~sla_jax.models.batch_norm.FusedBatchNorm`
+  (same variables and forward values, closed-form backward: fewer GPU kernels).
+  """
+  return functools.partial(FusedBatchNorm if fused else nn.BatchNorm,
+                           use_running_average=not train,
                            momentum=0.9, epsilon=1e-5, dtype=dtype,
                            use_fast_variance=use_fast_variance)
 
@@ -103,6 +110,7 @@ class BasicBlock(nn.Module):
   strides: int = 1
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   zero_init_last_bn: bool = False
   conv_weight_grad: str = "auto"
 
@@ -110,7 +118,8 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = conv_layer(self.dtype, self.conv_weight_grad, self.features, (3, 3),
                       padding=((1, 1), (1, 1)))
-    norm = batch_norm(train, self.dtype, self.use_fast_variance)
+    norm = batch_norm(train, self.dtype, self.use_fast_variance,
+                      self.fused_batch_norm)
     y = conv(strides=(self.strides, self.strides), name="conv_a")(x)
     y = nn.relu(norm(name="bn_a")(y))
     y = conv(name="conv_b")(y)
@@ -131,6 +140,9 @@ class CifarResNet(nn.Module):
       parameters, BatchNorm statistics and reductions stay float32.
     use_fast_variance: BatchNorm variance as ``E[x^2] - E[x]^2`` (one pass,
       faster) instead of the two-pass ``E[(x - E[x])^2]`` (PyTorch's numerics).
+    fused_batch_norm: BatchNorm with a closed-form backward pass
+      (:class:`~sla_jax.models.batch_norm.FusedBatchNorm`): same variables and
+      forward values, gradients equal to float rounding, fewer GPU kernels.
     zero_init_heads: Zero-initialise the heads (big_vision style) instead of
       PyTorch's default Linear init.
     cosine_scale: If > 0, every head is a cosine classifier of this scale
@@ -158,6 +170,7 @@ class CifarResNet(nn.Module):
   heads: Mapping[str, int] | None = None
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   zero_init_heads: bool = False
   zero_init_last_bn: bool = False
   cosine_scale: float = 0.0
@@ -201,13 +214,15 @@ class CifarResNet(nn.Module):
     x = conv_layer(dtype, self.conv_weight_grad)(
         STAGE_CHANNELS[0], (3, 3), padding=((1, 1), (1, 1)),
         name="conv_1_3x3")(x)
-    x = batch_norm(train, dtype, self.use_fast_variance)(name="bn_1")(x)
+    x = batch_norm(train, dtype, self.use_fast_variance,
+                   self.fused_batch_norm)(name="bn_1")(x)
     x = self._feature_variants(nn.relu(x), 0)
     for stage, width in enumerate(STAGE_CHANNELS[1:], start=1):
       for i in range(blocks_per_stage):
         strides = 2 if (stage > 1 and i == 0) else 1
         x = BasicBlock(width, strides, dtype=dtype,
                        use_fast_variance=self.use_fast_variance,
+                       fused_batch_norm=self.fused_batch_norm,
                        zero_init_last_bn=self.zero_init_last_bn,
                        conv_weight_grad=self.conv_weight_grad,
                        name=f"stage_{stage}_{i}")(x, train)

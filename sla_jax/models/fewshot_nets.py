@@ -105,6 +105,7 @@ class ResNet12Block(nn.Module):
   features: int
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   conv_weight_grad: str = "auto"
   drop: str = "none"
   drop_rate: float = 0.0
@@ -113,7 +114,8 @@ class ResNet12Block(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = conv_layer(self.dtype, self.conv_weight_grad, self.features)
-    norm = batch_norm(train, self.dtype, self.use_fast_variance)
+    norm = batch_norm(train, self.dtype, self.use_fast_variance,
+                      self.fused_batch_norm)
     y = x
     for i in range(3):
       y = conv((3, 3), padding=((1, 1), (1, 1)), name=f"conv{i + 1}")(y)
@@ -141,6 +143,7 @@ class ResNet12(nn.Module):
     heads: Output heads, name -> size (usually empty for few-shot).
     dtype: Computation dtype; parameters and BatchNorm statistics stay float32.
     use_fast_variance: One-pass BatchNorm variance.
+    fused_batch_norm: BatchNorm with a closed-form backward pass.
     conv_weight_grad: ``auto``, ``xla`` or ``matmul`` (see
       :class:`sla_jax.models.CifarResNet`).
     drop_rate: 0 (default): no dropout. Otherwise dropout of this rate after
@@ -157,6 +160,7 @@ class ResNet12(nn.Module):
   heads: Mapping[str, int] | None = None
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   conv_weight_grad: str = "auto"
   drop_rate: float = 0.0
   dropblock_size: int = 5
@@ -181,6 +185,7 @@ class ResNet12(nn.Module):
     for i, width in enumerate(self.widths):
       x = ResNet12Block(int(width), dtype=dtype,
                         use_fast_variance=self.use_fast_variance,
+                        fused_batch_norm=self.fused_batch_norm,
                         conv_weight_grad=self.conv_weight_grad,
                         drop="dropout" if i < 2 else "dropblock",
                         drop_rate=self.drop_rate,
@@ -197,6 +202,7 @@ class Conv4(nn.Module):
     heads: Output heads, name -> size (usually empty for few-shot).
     dtype: Computation dtype; parameters and BatchNorm statistics stay float32.
     use_fast_variance: One-pass BatchNorm variance.
+    fused_batch_norm: BatchNorm with a closed-form backward pass.
     conv_weight_grad: ``auto``, ``xla`` or ``matmul``.
 
   Returns ``{"features": [B, widths[-1]], **heads}``.
@@ -205,6 +211,7 @@ class Conv4(nn.Module):
   heads: Mapping[str, int] | None = None
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   conv_weight_grad: str = "auto"
 
   def __post_init__(self):
@@ -215,7 +222,8 @@ class Conv4(nn.Module):
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
-    norm = batch_norm(train, dtype, self.use_fast_variance)
+    norm = batch_norm(train, dtype, self.use_fast_variance,
+                      self.fused_batch_norm)
     for i, width in enumerate(self.widths):
       x = nn.Conv(int(width), (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                   kernel_init=conv_init, dtype=dtype,

@@ -4,7 +4,8 @@ Every registered model is a Flax Linen module called as
 ``model.apply(variables, images, train=...)`` on NHWC images that returns
 ``{"features": [B, D], <head>: [B, size], ...}`` for its ``heads`` mapping,
 computes in ``dtype`` (a name or a dtype) with float32 parameters, and takes
-``conv_weight_grad`` ("auto", "xla" or "matmul") and ``use_fast_variance``.
+``conv_weight_grad`` ("auto", "xla" or "matmul"), ``use_fast_variance`` and
+``fused_batch_norm``.
 Adding a model is one :func:`register` call plus its tests.
 """
 

@@ -38,12 +38,14 @@ class _Block(nn.Module):
   strides: int = 1
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   zero_init_residual: bool = False
   conv_weight_grad: str = "auto"
 
   def _layers(self, train: bool):
     conv = conv_layer(self.dtype, self.conv_weight_grad)
-    norm = batch_norm(train, self.dtype, self.use_fast_variance)
+    norm = batch_norm(train, self.dtype, self.use_fast_variance,
+                      self.fused_batch_norm)
     last_scale = (nn.initializers.zeros if self.zero_init_residual
                   else nn.initializers.ones)
     return conv, norm, last_scale
@@ -103,6 +105,8 @@ class ResNet(nn.Module):
     heads: Output heads, name -> number of outputs (an objective's ``heads``).
     dtype: Computation dtype (parameters and BatchNorm statistics float32).
     use_fast_variance: One-pass BatchNorm variance.
+    fused_batch_norm: BatchNorm with a closed-form backward pass (fewer GPU
+      kernels; :mod:`sla_jax.models.batch_norm`).
     zero_init_residual: Zero-initialise each block's last BatchNorm scale.
     conv_weight_grad: ``auto``, ``xla`` or ``matmul`` (the matmul weight
       gradient applies to the 3x3 convs only).
@@ -112,6 +116,7 @@ class ResNet(nn.Module):
   heads: Mapping[str, int] | None = None
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   zero_init_residual: bool = False
   conv_weight_grad: str = "auto"
 
@@ -130,15 +135,15 @@ class ResNet(nn.Module):
     x = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
                 use_bias=False, kernel_init=conv_init, dtype=dtype,
                 name="conv1")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=dtype, use_fast_variance=self.use_fast_variance,
-                     name="bn1")(x)
+    x = batch_norm(train, dtype, self.use_fast_variance,
+                   self.fused_batch_norm)(name="bn1")(x)
     x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2),
                     padding=((1, 1), (1, 1)))
     for stage, blocks in enumerate(self.stage_sizes):
       for i in range(blocks):
         x = self.block(64 * 2 ** stage, 2 if (stage > 0 and i == 0) else 1,
                        dtype=dtype, use_fast_variance=self.use_fast_variance,
+                       fused_batch_norm=self.fused_batch_norm,
                        zero_init_residual=self.zero_init_residual,
                        conv_weight_grad=self.conv_weight_grad,
                        name=f"layer{stage + 1}_{i}")(x, train)

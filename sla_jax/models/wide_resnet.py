@@ -37,12 +37,14 @@ class WideBlock(nn.Module):
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   conv_weight_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = conv_layer(self.dtype, self.conv_weight_grad)
-    norm = batch_norm(train, self.dtype, self.use_fast_variance)
+    norm = batch_norm(train, self.dtype, self.use_fast_variance,
+                      self.fused_batch_norm)
     pre = nn.relu(norm(name="bn1")(x))
     y = conv(self.features, (3, 3), strides=(self.strides,) * 2,
              padding=((1, 1), (1, 1)), name="conv1")(pre)
@@ -64,7 +66,8 @@ class WideResNet(nn.Module):
     heads: Output heads, name -> size.
     dropout_rate: Dropout between each block's convs in training (0.3 in
       the WRN paper's dropout variant; it draws from the ``dropout`` rng).
-    dtype, use_fast_variance, conv_weight_grad: as every model.
+    dtype, use_fast_variance, fused_batch_norm, conv_weight_grad: as every
+      model.
   """
   depth: int = 28
   width: int = 10
@@ -72,6 +75,7 @@ class WideResNet(nn.Module):
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
   use_fast_variance: bool = False
+  fused_batch_norm: bool = False
   conv_weight_grad: str = "auto"
 
   def __post_init__(self):
@@ -96,9 +100,10 @@ class WideResNet(nn.Module):
       for i in range(blocks):
         x = WideBlock(channels * self.width, 2 if (group and not i) else 1,
                       self.dropout_rate, dtype, self.use_fast_variance,
-                      self.conv_weight_grad,
+                      self.fused_batch_norm, self.conv_weight_grad,
                       name=f"group{group + 1}_{i}")(x, train)
-    x = batch_norm(train, dtype, self.use_fast_variance)(name="bn")(x)
+    x = batch_norm(train, dtype, self.use_fast_variance,
+                   self.fused_batch_norm)(name="bn")(x)
     features = jnp.mean(nn.relu(x), axis=(1, 2))
     out = {"features": features}
     for head, size in (self.heads or {}).items():
