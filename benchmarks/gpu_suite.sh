@@ -18,7 +18,12 @@
 # original's default), resnet50, sla_sd_k16, float32_k16, top_k (the top_k
 # batch draw), compare_bf16_channels_last, batch_draw, profile_k1,
 # profile_k16, no_command_buffers and command_buffers_while (XLA:GPU's CUDA
-# graphs off, and capturing loops too; K = 16). PARTS="name ..." runs only
+# graphs off, and capturing loops too; K = 16), census (census.jsonl: the
+# kernels one step launches on this GPU, benchmarks/gpu_kernel_census.py,
+# plain and with the kernel cuts), fused_bn (model.fused_batch_norm),
+# kernel_cuts and kernel_cuts_baseline (SLA and the baseline with the fused
+# BatchNorm, one-pass variance and the top_k draw: the floor's fit again,
+# BENCHMARKS.md "Kernels per step on a GPU"). PARTS="name ..." runs only
 # those. They run within DEADLINE seconds in all (default 540, under the
 # device tool's 10 minutes a command), each within STEP_TIMEOUT (default 150)
 # of them: a slow or stuck part loses only itself and what follows it.
@@ -77,7 +82,8 @@ if [ "$mode" = bench ]; then
     compare_size="--batch_size 128"; r50_size="--batch_size 64"
   fi
   parts="sla_k1 sla_k16 baseline_k16 compare_fp32 resnet50 sla_sd_k16 float32_k16 top_k
-    compare_bf16_channels_last batch_draw profile_k1 profile_k16 no_command_buffers command_buffers_while"
+    compare_bf16_channels_last batch_draw profile_k1 profile_k16 no_command_buffers command_buffers_while
+    census fused_bn kernel_cuts kernel_cuts_baseline"
   for name in ${PARTS:-}; do
     case " $(echo $parts) " in *" $name "*) ;; *)
       echo "gpu_suite.sh: unknown part '$name' in PARTS; the parts: $(echo $parts)" >&2; exit 2 ;;
@@ -126,6 +132,14 @@ if [ "$mode" = bench ]; then
   command_buffers() {  # XLA:GPU's command buffers (CUDA graphs): the types captured
     XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$1" bench sla bfloat16 16
   }
+  # The kernel cuts (BENCHMARKS.md, "Kernels per step on a GPU").
+  cuts="--config.model.fused_batch_norm=true --config.model.use_fast_variance=true --config.batch_draw=top_k"
+  census() {  # [flags...]: what one step launches on this GPU (no GPU in SMOKE: one error line)
+    limit python3 -m benchmarks.gpu_kernel_census --config "$config:objective=sla" \
+      --config.model.dtype=bfloat16 --config.steps_per_call=16 --json "$@" \
+      | tee -a "$OUT/census.jsonl"
+  }
+  census_both() { census; census $cuts; }
   part sla_k1 bench sla bfloat16 1
   part sla_k16 bench sla bfloat16 16
   part baseline_k16 bench baseline bfloat16 16
@@ -142,6 +156,10 @@ if [ "$mode" = bench ]; then
   # (the rows in bench.jsonl carry their xla_flags).
   part no_command_buffers command_buffers ""
   part command_buffers_while command_buffers FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL
+  part census census_both
+  part fused_bn bench sla bfloat16 16 --config.model.fused_batch_norm=true
+  part kernel_cuts bench sla bfloat16 16 $cuts
+  part kernel_cuts_baseline bench baseline bfloat16 16 $cuts
 elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
   # CONFIG: the config and its data (default the CIFAR-10 protocol); NAME: the
   # run's folder and file names (default OBJECTIVE; e.g. sla_seed1 with

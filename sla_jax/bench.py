@@ -282,6 +282,9 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
             "num_views": m, "feature_variants": objective.feature_views,
             "model": config.model.name, "depth": config.model.get("depth"),
             "dtype": str(setup.dtype), "batch_size": config.batch_size,
+            "batch_draw": config.get("batch_draw", "permutation"),
+            "use_fast_variance": config.model.get("use_fast_variance", False),
+            "fused_batch_norm": config.model.get("fused_batch_norm", False),
             "devices": n_dev, "device_kind": jax.devices()[0].device_kind,
             "backend": jax.default_backend()}
   rows = []

@@ -148,8 +148,15 @@ def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
   assert train == [("sla", "bfloat16", 1), ("sla", "bfloat16", 16),
                    ("baseline", "bfloat16", 16), ("sla_sd", "bfloat16", 16),
                    ("sla", "float32", 16), ("sla", "bfloat16", 16),
-                   ("sla", "bfloat16", 16), ("sla", "bfloat16", 16)]
-  flags = [r["xla_flags"] for r in rows if r["what"] == "train_step"][-2:]
+                   ("sla", "bfloat16", 16), ("sla", "bfloat16", 16),
+                   ("sla", "bfloat16", 16), ("sla", "bfloat16", 16),
+                   ("baseline", "bfloat16", 16)]
+  options = [(r["batch_draw"], r["fused_batch_norm"], r["use_fast_variance"])
+             for r in rows if r["what"] == "train_step"]
+  assert options[5] == ("top_k", False, False)  # the top_k part
+  assert options[-3:] == [("permutation", True, False), ("top_k", True, True),
+                          ("top_k", True, True)]  # fused_bn, the kernel cuts
+  flags = [r["xla_flags"] for r in rows if r["what"] == "train_step"][-5:-3]
   assert "--xla_gpu_enable_command_buffer=" in flags[0].split()
   assert any(f.startswith("--xla_gpu_enable_command_buffer=FUSION,")
              and "WHILE" in f for f in flags[1].split())
