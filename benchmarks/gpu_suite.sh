@@ -23,7 +23,10 @@
 # plain and with the kernel cuts), fused_bn (model.fused_batch_norm),
 # kernel_cuts and kernel_cuts_baseline (SLA and the baseline with the fused
 # BatchNorm, one-pass variance and the top_k draw: the floor's fit again,
-# BENCHMARKS.md "Kernels per step on a GPU"). PARTS="name ..." runs only
+# BENCHMARKS.md "Kernels per step on a GPU"), conv_fusion and
+# conv_fusion_cuts (XLA:GPU's experimental convolution fusion, which puts the
+# cuDNN convolutions and the kernels of a step into one command buffer,
+# without and with the cuts). PARTS="name ..." runs only
 # those. They run within DEADLINE seconds in all (default 540, under the
 # device tool's 10 minutes a command), each within STEP_TIMEOUT (default 150)
 # of them: a slow or stuck part loses only itself and what follows it.
@@ -83,7 +86,7 @@ if [ "$mode" = bench ]; then
   fi
   parts="sla_k1 sla_k16 baseline_k16 compare_fp32 resnet50 sla_sd_k16 float32_k16 top_k
     compare_bf16_channels_last batch_draw profile_k1 profile_k16 no_command_buffers command_buffers_while
-    census fused_bn kernel_cuts kernel_cuts_baseline"
+    census fused_bn kernel_cuts kernel_cuts_baseline conv_fusion conv_fusion_cuts"
   for name in ${PARTS:-}; do
     case " $(echo $parts) " in *" $name "*) ;; *)
       echo "gpu_suite.sh: unknown part '$name' in PARTS; the parts: $(echo $parts)" >&2; exit 2 ;;
@@ -139,7 +142,10 @@ if [ "$mode" = bench ]; then
       --config.model.dtype=bfloat16 --config.steps_per_call=16 --json "$@" \
       | tee -a "$OUT/census.jsonl"
   }
-  census_both() { census; census $cuts; }
+  conv_fusion=--xla_gpu_experimental_enable_conv_fusion=true
+  census_both() {  # plain, the cuts, the convolution fusion
+    census; census $cuts; XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" census
+  }
   part sla_k1 bench sla bfloat16 1
   part sla_k16 bench sla bfloat16 16
   part baseline_k16 bench baseline bfloat16 16
@@ -160,6 +166,8 @@ if [ "$mode" = bench ]; then
   part fused_bn bench sla bfloat16 16 --config.model.fused_batch_norm=true
   part kernel_cuts bench sla bfloat16 16 $cuts
   part kernel_cuts_baseline bench baseline bfloat16 16 $cuts
+  XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" part conv_fusion bench sla bfloat16 16
+  XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" part conv_fusion_cuts bench sla bfloat16 16 $cuts
 elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
   # CONFIG: the config and its data (default the CIFAR-10 protocol); NAME: the
   # run's folder and file names (default OBJECTIVE; e.g. sla_seed1 with

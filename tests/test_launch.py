@@ -150,16 +150,20 @@ def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
                    ("sla", "float32", 16), ("sla", "bfloat16", 16),
                    ("sla", "bfloat16", 16), ("sla", "bfloat16", 16),
                    ("sla", "bfloat16", 16), ("sla", "bfloat16", 16),
-                   ("baseline", "bfloat16", 16)]
+                   ("baseline", "bfloat16", 16), ("sla", "bfloat16", 16),
+                   ("sla", "bfloat16", 16)]
   options = [(r["batch_draw"], r["fused_batch_norm"], r["use_fast_variance"])
              for r in rows if r["what"] == "train_step"]
   assert options[5] == ("top_k", False, False)  # the top_k part
-  assert options[-3:] == [("permutation", True, False), ("top_k", True, True),
-                          ("top_k", True, True)]  # fused_bn, the kernel cuts
-  flags = [r["xla_flags"] for r in rows if r["what"] == "train_step"][-5:-3]
+  assert options[-5:] == [("permutation", True, False), ("top_k", True, True),
+                          ("top_k", True, True), ("permutation", False, False),
+                          ("top_k", True, True)]  # fused_bn, cuts, conv fusion
+  flags = [r["xla_flags"] for r in rows if r["what"] == "train_step"][-7:]
   assert "--xla_gpu_enable_command_buffer=" in flags[0].split()
   assert any(f.startswith("--xla_gpu_enable_command_buffer=FUSION,")
              and "WHILE" in f for f in flags[1].split())
+  conv_fusion = "--xla_gpu_experimental_enable_conv_fusion=true"
+  assert [conv_fusion in f.split() for f in flags[2:]] == [False] * 3 + [True] * 2
   for k in (1, 16):
     profile = json.loads((out / f"profile_k{k}.json").read_text())
     assert profile["steps_per_call"] == k and profile["processes"]
