@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from sla_jax import models
-from sla_jax.models.batch_norm import FusedBatchNorm, batch_statistics
+from sla_jax.models.batch_norm import (FusedBatchNorm, _joint_sums, _separate_sums,
+                                       batch_statistics)
 
 SETTINGS = [(dtype, fast) for dtype in (jnp.float32, jnp.bfloat16)
             for fast in (False, True)]
@@ -72,8 +73,12 @@ def test_gradients_equal_autodiff(dtype, fast):
     np.testing.assert_allclose(g, e, atol=rtol * np.abs(e).max(), rtol=0)
 
 
-def test_backward_is_two_sums_not_autodiff_through_the_statistics():
-  """The point of the module: its gradient program holds fewer reductions."""
+@pytest.mark.parametrize("platform,backward_reductions", [("cpu", 2),
+                                                          ("cuda", 1)])
+def test_backward_is_two_sums_not_autodiff_through_the_statistics(
+    platform, backward_reductions):
+  """The point of the module: its gradient program holds fewer reductions
+  (for a GPU both backward sums in one; lowered here without one)."""
   x, variables = _inputs(jnp.float32)
 
   def reductions(bn):
@@ -82,13 +87,24 @@ def test_backward_is_two_sums_not_autodiff_through_the_statistics():
                        "batch_stats": variables["batch_stats"]}, x,
                       mutable=["batch_stats"])
       return y.sum()
-    text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(
-        variables["params"], x).as_text()
+    text = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(
+        variables["params"], x).lower(
+            lowering_platforms=(platform,)).as_text()
     return text.count("stablehlo.reduce")
 
   flax_bn, fused_bn = _pair(jnp.float32, False)
-  # 2 statistics + 2 backward sums (the loss's own sum is not in a gradient).
-  assert reductions(fused_bn) == 4 < reductions(flax_bn)
+  # 2 statistics + the backward sums (the loss's own sum is not in a gradient).
+  assert reductions(fused_bn) == 2 + backward_reductions < reductions(flax_bn)
+
+
+def test_joint_sums_equal_separate_sums():
+  """The GPU's one reduction of both backward sums, run here on the CPU."""
+  a, b = jax.random.normal(jax.random.key(3), (2, 16, 7, 7, 6))
+  axes = (0, 1, 2)
+  joint = _joint_sums(a, b, axes)
+  for got, want in zip(joint, _separate_sums(a, b, axes)):
+    assert got.shape == want.shape == (6,)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_vmap_of_the_gradient():
