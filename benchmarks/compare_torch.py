@@ -63,10 +63,11 @@ def default_jax_devices() -> int:
 
 
 def jax_step(depth: int, batch_size: int, dtype: str, fast_variance=False,
-             num_devices: int = 1):
+             num_devices: int = 1, fused_batch_norm=False):
   """The trainer's own jitted step (on-device data path), ready to call."""
   config = config_lib.base_config()
   config.model.use_fast_variance = fast_variance
+  config.model.fused_batch_norm = fused_batch_norm
   config.model.depth, config.batch_size, config.model.dtype = depth, batch_size, dtype
   config.objective, config.transform = "sla", "rotation"
   config.num_devices = num_devices
@@ -169,6 +170,9 @@ def main():
   parser.add_argument("--depth", type=int, default=32)
   parser.add_argument("--fast_variance", action="store_true",
                       help="One-pass BatchNorm variance on the JAX side.")
+  parser.add_argument("--fused_batch_norm", action="store_true",
+                      help="The closed-form BatchNorm backward on the JAX side "
+                      "(model.fused_batch_norm).")
   parser.add_argument("--official", default=None,
                       help="A checkout of hankook/SLA: also time its own step.")
   parser.add_argument("--jax_devices", type=int, default=None,
@@ -196,7 +200,7 @@ def main():
                 f"not divisible by the {jax_devices} JAX devices; use a "
                 f"multiple or set --jax_devices.\n")
   jax_call = jax_step(args.depth, args.batch_size, args.jax_dtype,
-                      args.fast_variance, jax_devices)
+                      args.fast_variance, jax_devices, args.fused_batch_norm)
   calls = {"jax": jax_call,
            "torch": lambda: float(torch_call(images, labels))}
   if args.official:
@@ -206,6 +210,7 @@ def main():
   result = {"batch_size": args.batch_size, "views": 4 * args.batch_size,
             "depth": args.depth, "jax_dtype": args.jax_dtype,
             "jax_fast_variance": args.fast_variance,
+            "jax_fused_batch_norm": args.fused_batch_norm,
             "torch_variant": args.torch_variant, "rounds": args.rounds,
             "torch_threads": torch.get_num_threads(),
             "torch_device": device, "torch_version": torch.__version__,

@@ -27,7 +27,7 @@
 # conv_fusion_cuts (XLA:GPU's experimental convolution fusion, which puts the
 # cuDNN convolutions and the kernels of a step into one command buffer,
 # without and with the cuts). PARTS="name ..." runs only
-# those. They run within DEADLINE seconds in all (default 540, under the
+# those, in its order. They run within DEADLINE seconds in all (default 540, under the
 # device tool's 10 minutes a command), each within STEP_TIMEOUT (default 150)
 # of them: a slow or stuck part loses only itself and what follows it.
 # SMOKE=1 runs every part at toy sizes (quickstart config, depth-8 side by side,
@@ -84,6 +84,10 @@ if [ "$mode" = bench ]; then
     config=configs/cifar.py; steps=1600; rounds=50; calls=4
     compare_size="--batch_size 128"; r50_size="--batch_size 64"
   fi
+  # Every part, in the order they run without PARTS: the issues' targets first
+  # (the floor, K = 1 vs 16; the baseline's rate; the original's default;
+  # ResNet-50 against torchvision), then the rest. PARTS (space-separated
+  # names) runs only those, in its own order.
   parts="sla_k1 sla_k16 baseline_k16 compare_fp32 resnet50 sla_sd_k16 float32_k16 top_k
     compare_bf16_channels_last batch_draw profile_k1 profile_k16 no_command_buffers command_buffers_while
     census fused_bn kernel_cuts kernel_cuts_baseline conv_fusion conv_fusion_cuts"
@@ -113,13 +117,6 @@ if [ "$mode" = bench ]; then
       --jax_dtype bfloat16 --torch_variant "$1" ${OFFICIAL:+--official $OFFICIAL} --json \
       | tee -a "$OUT/compare.jsonl"
   }
-  # The issues' targets first: the floor (K = 1 vs 16), the baseline's rate,
-  # the original's default, ResNet-50 against torchvision; then the rest.
-  # PARTS (names below, space-separated) runs only those, in this order.
-  part() {  # name command...: the command, if PARTS is empty or names it
-    local name=$1; shift
-    case " ${PARTS:-$name} " in *" $name "*) "$@" ;; esac
-  }
   profile() {  # steps_per_call
     limit python3 -m benchmarks.profile_step --config "$config:objective=sla" \
       --config.model.dtype=bfloat16 --config.steps_per_call="$1" --calls $calls \
@@ -146,28 +143,35 @@ if [ "$mode" = bench ]; then
   census_both() {  # plain, the cuts, the convolution fusion
     census; census $cuts; XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" census
   }
-  part sla_k1 bench sla bfloat16 1
-  part sla_k16 bench sla bfloat16 16
-  part baseline_k16 bench baseline bfloat16 16
-  part compare_fp32 compare fp32
-  part resnet50 resnet50
-  part sla_sd_k16 bench sla_sd bfloat16 16
-  part float32_k16 bench sla float32 16
-  part top_k bench sla bfloat16 16 --config.batch_draw=top_k
-  part compare_bf16_channels_last compare bf16_channels_last
-  part batch_draw batch_draw
-  part profile_k1 profile 1
-  part profile_k16 profile 16
-  # Command buffers off, and with while loops and conditionals captured too
-  # (the rows in bench.jsonl carry their xla_flags).
-  part no_command_buffers command_buffers ""
-  part command_buffers_while command_buffers FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL
-  part census census_both
-  part fused_bn bench sla bfloat16 16 --config.model.fused_batch_norm=true
-  part kernel_cuts bench sla bfloat16 16 $cuts
-  part kernel_cuts_baseline bench baseline bfloat16 16 $cuts
-  XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" part conv_fusion bench sla bfloat16 16
-  XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" part conv_fusion_cuts bench sla bfloat16 16 $cuts
+  run_part() {  # name: one part (the names in $parts)
+    case $1 in
+      sla_k1) bench sla bfloat16 1 ;;
+      sla_k16) bench sla bfloat16 16 ;;
+      baseline_k16) bench baseline bfloat16 16 ;;
+      compare_fp32) compare fp32 ;;
+      resnet50) resnet50 ;;
+      sla_sd_k16) bench sla_sd bfloat16 16 ;;
+      float32_k16) bench sla float32 16 ;;
+      top_k) bench sla bfloat16 16 --config.batch_draw=top_k ;;
+      compare_bf16_channels_last) compare bf16_channels_last ;;
+      batch_draw) batch_draw ;;
+      profile_k1) profile 1 ;;
+      profile_k16) profile 16 ;;
+      # Command buffers off, and with while loops and conditionals captured
+      # too (the rows in bench.jsonl carry their xla_flags).
+      no_command_buffers) command_buffers "" ;;
+      command_buffers_while)
+        command_buffers FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL ;;
+      census) census_both ;;
+      fused_bn) bench sla bfloat16 16 --config.model.fused_batch_norm=true ;;
+      kernel_cuts) bench sla bfloat16 16 $cuts ;;
+      kernel_cuts_baseline) bench baseline bfloat16 16 $cuts ;;
+      conv_fusion) XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16 ;;
+      conv_fusion_cuts)
+        XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16 $cuts ;;
+    esac
+  }
+  for name in ${PARTS:-$parts}; do run_part "$name"; done
 elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
   # CONFIG: the config and its data (default the CIFAR-10 protocol); NAME: the
   # run's folder and file names (default OBJECTIVE; e.g. sla_seed1 with

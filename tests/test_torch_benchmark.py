@@ -68,11 +68,23 @@ def _compare(*args):
 def test_cli_times_our_step_on_every_cpu_device_by_default():
   import json  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  out = _compare("--batch_size", "8")
+  out = _compare("--batch_size", "8", "--fused_batch_norm")
   assert out.returncode == 0, out.stderr
   result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["jax_fused_batch_norm"] is True
   assert result["jax_devices"] == jax.device_count()  # conftest's 8
   assert result["jax_median_s"] > 0 and result["torch_median_s"] > 0
   bad = _compare("--batch_size", "12")
   assert bad.returncode == 2
   assert "not divisible by the 8 JAX devices" in bad.stderr
+
+
+def test_jax_step_takes_the_batch_norm_options(monkeypatch):
+  seen = []
+  monkeypatch.setattr(compare_torch, "config_step",
+                      lambda config, shape, n: seen.append(config))
+  compare_torch.jax_step(8, 4, "float32", fast_variance=True,
+                         fused_batch_norm=True)
+  compare_torch.jax_step(8, 4, "float32")
+  assert [(c.model.use_fast_variance, c.model.fused_batch_norm)
+          for c in seen] == [(True, True), (False, False)]
