@@ -169,6 +169,7 @@ if [ "$mode" = bench ]; then
       conv_fusion) XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16 ;;
       conv_fusion_cuts)
         XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16 $cuts ;;
+      *) echo "gpu_suite.sh: part '$1' is in \$parts but has no command" >&2; exit 2 ;;
     esac
   }
   for name in ${PARTS:-$parts}; do run_part "$name"; done

@@ -11,10 +11,9 @@ its gradient: a ``custom_vjp`` with the closed form
 that is, two sums (``sum dy``, ``sum dy * x_hat``, which are also the bias
 and scale gradients; off the CPU one reduction of both side by side, which
 XLA:GPU finishes in one kernel instead of two) and one elementwise pass.
-Autodiff through
-the statistics instead differentiates each reduction separately; on a GPU
-that is several more small kernels per layer, and a small network's step is
-bound by its kernel count (BENCHMARKS.md, "Kernels per step on a GPU").
+Autodiff through the statistics instead differentiates each reduction
+separately; on a GPU that is several more small kernels per layer, and a
+small network's step is bound by its kernel count (BENCHMARKS.md, "Kernels per step on a GPU").
 Gradients equal autodiff's to float rounding (tests/test_batch_norm.py).
 
 Not supported (use ``flax.linen.BatchNorm``): ``axis_name`` (statistics
