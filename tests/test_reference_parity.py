@@ -27,11 +27,11 @@ def _torch_weights(reference, mode, when):
   return {k[len(prefix):]: v for k, v in reference.items() if k.startswith(prefix)}
 
 
-def _setup(reference, mode, conv_weight_grad="xla"):
+def _setup(reference, mode, conv_weight_grad="xla", fused_batch_norm=False):
   variables = models.from_torch_state_dict(_torch_weights(reference, mode, "before"))
   model = models.CifarResNet(
       depth=32, heads=objectives.make(mode, 10, "rotation").heads,
-      conv_weight_grad=conv_weight_grad)
+      conv_weight_grad=conv_weight_grad, fused_batch_norm=fused_batch_norm)
   images = jnp.asarray(nchw_to_nhwc(reference["images_nchw"]))
   labels = jnp.asarray(reference["labels"])
   views = transforms.get("rotation").apply(images)
@@ -45,8 +45,9 @@ def _loss(mode, outputs, labels, temperature):
                                        labels, 4, temperature)
 
 
-def _sgd_step(reference, mode, conv_weight_grad="xla"):
-  model, variables, views, labels = _setup(reference, mode, conv_weight_grad)
+def _sgd_step(reference, mode, conv_weight_grad="xla", fused_batch_norm=False):
+  model, variables, views, labels = _setup(reference, mode, conv_weight_grad,
+                                           fused_batch_norm)
   temperature = float(reference["temperature"])
 
   def loss_fn(params):
@@ -95,10 +96,13 @@ def test_train_mode_forward_matches(reference, mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("conv_weight_grad", ["xla", "matmul"])
+@pytest.mark.parametrize("conv_weight_grad,fused_batch_norm",
+                         [("xla", False), ("matmul", False), ("matmul", True)])
 @pytest.mark.parametrize("mode", MODES)
-def test_one_sgd_step_matches(reference, mode, conv_weight_grad):
-  _, _, loss, params, _ = _sgd_step(reference, mode, conv_weight_grad)
+def test_one_sgd_step_matches(reference, mode, conv_weight_grad,
+                              fused_batch_norm):
+  _, _, loss, params, _ = _sgd_step(reference, mode, conv_weight_grad,
+                                    fused_batch_norm)
   np.testing.assert_allclose(loss, reference[f"{mode}.loss"], rtol=1e-5)
   after = models.from_torch_state_dict(_torch_weights(reference, mode, "after"))
   before = models.from_torch_state_dict(_torch_weights(reference, mode, "before"))
