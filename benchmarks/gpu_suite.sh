@@ -84,17 +84,43 @@ if [ "$mode" = bench ]; then
     config=configs/cifar.py; steps=1600; rounds=50; calls=4
     compare_size="--batch_size 128"; r50_size="--batch_size 64"
   fi
-  # Every part, in the order they run without PARTS: the issues' targets first
-  # (the floor, K = 1 vs 16; the baseline's rate; the original's default;
-  # ResNet-50 against torchvision), then the rest. PARTS (space-separated
-  # names) runs only those, in its own order.
-  parts="sla_k1 sla_k16 baseline_k16 compare_fp32 resnet50 sla_sd_k16 float32_k16 top_k
-    compare_bf16_channels_last batch_draw profile_k1 profile_k16 no_command_buffers command_buffers_while
-    census fused_bn kernel_cuts kernel_cuts_baseline conv_fusion conv_fusion_cuts"
+  # The parts, one line each (name, then its command), in the order they run
+  # without PARTS: the issues' targets first (the floor, K = 1 vs 16; the
+  # baseline's rate; the original's default; ResNet-50 against torchvision),
+  # then the rest. PARTS (space-separated names) runs only those, in its own
+  # order. no_command_buffers and command_buffers_while: command buffers off,
+  # and with while loops and conditionals captured too (the rows in
+  # bench.jsonl carry their xla_flags).
+  declare -A part_command=(); parts=""
+  while read -r name command; do
+    [ -n "$name" ] || continue
+    parts="$parts $name"; part_command[$name]=$command
+  done <<'PARTS_TABLE'
+sla_k1                     bench sla bfloat16 1
+sla_k16                    bench sla bfloat16 16
+baseline_k16               bench baseline bfloat16 16
+compare_fp32               compare fp32
+resnet50                   resnet50
+sla_sd_k16                 bench sla_sd bfloat16 16
+float32_k16                bench sla float32 16
+top_k                      bench sla bfloat16 16 --config.batch_draw=top_k
+compare_bf16_channels_last compare bf16_channels_last
+batch_draw                 batch_draw
+profile_k1                 profile 1
+profile_k16                profile 16
+no_command_buffers         command_buffers ""
+command_buffers_while      command_buffers FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL
+census                     census_both
+fused_bn                   bench sla bfloat16 16 --config.model.fused_batch_norm=true
+kernel_cuts                bench sla bfloat16 16 $cuts
+kernel_cuts_baseline       bench baseline bfloat16 16 $cuts
+conv_fusion                XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16
+conv_fusion_cuts           XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16 $cuts
+PARTS_TABLE
   for name in ${PARTS:-}; do
-    case " $(echo $parts) " in *" $name "*) ;; *)
-      echo "gpu_suite.sh: unknown part '$name' in PARTS; the parts: $(echo $parts)" >&2; exit 2 ;;
-    esac
+    if [ -z "${part_command[$name]+set}" ]; then
+      echo "gpu_suite.sh: unknown part '$name' in PARTS; the parts:$parts" >&2; exit 2
+    fi
   done
   limit() {  # the command, within STEP_TIMEOUT and what is left of DEADLINE
     local left=$(( ${DEADLINE:-540} - SECONDS )) step=${STEP_TIMEOUT:-150}
@@ -143,36 +169,7 @@ if [ "$mode" = bench ]; then
   census_both() {  # plain, the cuts, the convolution fusion
     census; census $cuts; XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" census
   }
-  run_part() {  # name: one part (the names in $parts)
-    case $1 in
-      sla_k1) bench sla bfloat16 1 ;;
-      sla_k16) bench sla bfloat16 16 ;;
-      baseline_k16) bench baseline bfloat16 16 ;;
-      compare_fp32) compare fp32 ;;
-      resnet50) resnet50 ;;
-      sla_sd_k16) bench sla_sd bfloat16 16 ;;
-      float32_k16) bench sla float32 16 ;;
-      top_k) bench sla bfloat16 16 --config.batch_draw=top_k ;;
-      compare_bf16_channels_last) compare bf16_channels_last ;;
-      batch_draw) batch_draw ;;
-      profile_k1) profile 1 ;;
-      profile_k16) profile 16 ;;
-      # Command buffers off, and with while loops and conditionals captured
-      # too (the rows in bench.jsonl carry their xla_flags).
-      no_command_buffers) command_buffers "" ;;
-      command_buffers_while)
-        command_buffers FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL ;;
-      census) census_both ;;
-      fused_bn) bench sla bfloat16 16 --config.model.fused_batch_norm=true ;;
-      kernel_cuts) bench sla bfloat16 16 $cuts ;;
-      kernel_cuts_baseline) bench baseline bfloat16 16 $cuts ;;
-      conv_fusion) XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16 ;;
-      conv_fusion_cuts)
-        XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16 $cuts ;;
-      *) echo "gpu_suite.sh: part '$1' is in \$parts but has no command" >&2; exit 2 ;;
-    esac
-  }
-  for name in ${PARTS:-$parts}; do run_part "$name"; done
+  for name in ${PARTS:-$parts}; do eval "${part_command[$name]}"; done
 elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
   # CONFIG: the config and its data (default the CIFAR-10 protocol); NAME: the
   # run's folder and file names (default OBJECTIVE; e.g. sla_seed1 with

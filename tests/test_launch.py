@@ -200,6 +200,21 @@ def test_gpu_suite_parts_runs_only_the_named_parts(tmp_path):
   assert "unknown part 'profile' in PARTS" in bad.stderr
 
 
+def test_gpu_suite_refuses_an_unknown_part_before_running_any(tmp_path):
+  """The part table is the one list of names: a wrong name exits 2 at once."""
+  out = tmp_path / "out"
+  bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench"], cwd=REPO,
+                       env=dict(os.environ, OUT=str(out), PARTS="sla_k1 sla_k2"),
+                       timeout=60, capture_output=True, text=True)
+  assert bad.returncode == 2, bad.stderr
+  message = bad.stderr.strip()
+  assert message.startswith("gpu_suite.sh: unknown part 'sla_k2' in PARTS")
+  names = message.split("the parts:")[1].split()
+  assert names[:3] == ["sla_k1", "sla_k16", "baseline_k16"]
+  assert len(names) == len(set(names)) == 20
+  assert not (out / "env.txt").exists()  # nothing ran
+
+
 def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_path):
   repo = tmp_path / "repo"
   (repo / "launch").mkdir(parents=True)
