@@ -1,8 +1,14 @@
-"""Evidence grid: SLA with strong augmentation (Cutout, CutMix) on CIFAR-10 (shared JPEGs), 2 CPU cores.
+"""Evidence grid: SLA with strong augmentation (Cutout, CutMix, AutoAugment) on CIFAR-10 (shared JPEGs), 2 CPU cores.
 
     tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp
     python -m sla_jax.experiments --grid configs/grid_augment_cpu.py:data=/tmp/cifar10 \
         --out results/augment_cpu
+    python -m sla_jax.experiments --grid \
+        configs/grid_augment_cpu.py:data=/tmp/cifar10,augment=autoaugment,plain=false \
+        --out results/augment_autoaugment_cpu
+
+``augment``: the variants, "/"-separated names of sla_jax.augment (default
+``cutout/cutmix``); ``plain``: also the runs without strong augmentation.
 
 Baseline and SLA (rotations), each without strong augmentation, with Cutout
 (variant ``cutout``: one 16 x 16 square per image, DeVries & Taylor's CIFAR
@@ -25,22 +31,32 @@ import ml_collections
 from sla_jax import config_lib
 
 
+_TITLES = {"cutout": "Cutout", "cutmix": "CutMix", "mixup": "Mixup",
+           "randaugment": "RandAugment", "autoaugment": "AutoAugment"}
+
+
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, data="/tmp/cifar10", steps=1500)
+  arg = config_lib.parse_arg(arg, data="/tmp/cifar10", steps=1500,
+                             augment="cutout/cutmix", plain=True)
+  names = [name for name in arg.augment.split("/") if name]
+  unknown = [name for name in names if name not in _TITLES]
+  if not names or unknown:
+    raise ValueError(f"Config argument augment: {arg.augment!r}; use "
+                     f"\"/\"-separated names of {', '.join(_TITLES)}.")
   g = ml_collections.ConfigDict()
-  g.title = (f"CIFAR-10 (shared JPEGs) with Cutout / CutMix, ResNet-8, "
+  g.title = (f"CIFAR-10 (shared JPEGs) with "
+             f"{' / '.join(_TITLES[name] for name in names)}, ResNet-8, "
              f"{arg.steps} steps x 32 images, CPU")
   g.config = (f"configs/cifar.py:dataset=folder:{arg.data},depth=8,"
               f"steps={arg.steps},batch_size=32")
   g.runs = tuple(f"{objective}/rotation{variant}"
                  for objective in ("baseline", "sla")
-                 for variant in ("", "/cutout", "/cutmix"))
+                 for variant in [""] * arg.plain + [f"/{n}" for n in names])
   g.seeds = (0, 1, 2)
   g.overrides = {"val_size": 1000, "eval_every": arg.steps // 4,
                  "checkpoint_every": arg.steps // 4, "log_every": 50,
                  "eval_batch_size": 1000, "num_devices": 1}
-  g.variants = {"cutout": {"augment": {"name": "cutout"}},
-                "cutmix": {"augment": {"name": "cutmix"}}}
+  g.variants = {name: {"augment": {"name": name}} for name in names}
   g.description = (
       f"Data: the shared CIFAR-10 JPEG re-encode (a seeded 1 000-image "
       f"validation split, 48 000 train, 10 000 test). Schedule: configs/grid_"

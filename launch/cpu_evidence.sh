@@ -37,6 +37,7 @@ GRIDS=(
   "long_tail_cpu_r10:configs/grid_long_tail_cpu.py:ratio=10,data=/tmp/cifar10"
   "augment_cpu:configs/grid_augment_cpu.py:data=/tmp/cifar10"
   "side_by_side/ours_xla:configs/grid_side_by_side.py:xla=true,data=/tmp/cifar10"
+  "augment_autoaugment_cpu:configs/grid_augment_cpu.py:data=/tmp/cifar10,augment=autoaugment,plain=false"
 )
 
 pin() {  # grid $1's pinned commit (HEAD on first use) -> its worktree's path

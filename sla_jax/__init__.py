@@ -1,7 +1,7 @@
 """sla_jax: Self-supervised Label Augmentation (Lee, Hwang & Shin, ICML 2020) in JAX.
 
 The library core (installed by ``pip install sla_jax``; needs only jax, flax,
-optax and numpy):
+optax, numpy and dm-pix):
 
 * :mod:`sla_jax.transforms` -- transformation groups (rotations, colour
   permutations and their products) that make the ``M`` views of each image.

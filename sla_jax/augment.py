@@ -8,9 +8,10 @@ batch draws its own parameters from the key.
 * :func:`cutout` (DeVries & Taylor, 2017) and the mixing ops :func:`mixup`
   (Zhang et al., 2018) and :func:`cutmix` (Yun et al., 2019) work on any value
   range (raw or normalised images).
-* :func:`rand_augment` (Cubuk et al., 2020) and its ops expect RGB (or grey)
-  images in ``[0, 1]``: Solarize, Posterize, Equalize and the enhance ops are
-  defined on that range and clip to it.
+* :func:`rand_augment` (Cubuk et al., 2020), :func:`auto_augment` (the learned
+  policies of Cubuk et al., 2019: the SLA paper's AutoAugment rows) and their
+  ops expect RGB (or grey) images in ``[0, 1]``: Solarize, Posterize, Equalize
+  and the enhance ops are defined on that range and clip to it.
 
 The mixing ops return :class:`MixedLabels`; the loss is
 ``weight * CE(labels) + (1 - weight) * CE(partner_labels)``
@@ -88,8 +89,10 @@ __all__ = ["MixedLabels", "Boxes", "mixed_cross_entropy", "repeat_views",
            "mixup", "cutmix_draw", "cutmix", "identity", "autocontrast",
            "equalize", "rotate", "solarize", "color", "posterize", "contrast",
            "brightness", "sharpness", "shear_x", "shear_y", "translate_x",
-           "translate_y", "RANDAUGMENT_OPS", "RANDAUGMENT_OP_NAMES",
-           "rand_augment", "AUGMENTATIONS", "NAMES", "MIXING", "apply",
+           "translate_y", "invert", "RANDAUGMENT_OPS", "RANDAUGMENT_OP_NAMES",
+           "rand_augment", "AUTOAUGMENT_BINS", "AUTOAUGMENT_OPS",
+           "AUTOAUGMENT_OP_NAMES", "AUTOAUGMENT_POLICIES", "auto_augment",
+           "AUGMENTATIONS", "NAMES", "MIXING", "apply",
            "chain"]
 
 
@@ -490,6 +493,11 @@ def translate_y(image: jax.Array, pixels, fill: float = 0.5) -> jax.Array:
   return _affine(image, jnp.eye(2), shift, fill)
 
 
+def invert(image: jax.Array) -> jax.Array:
+  """``1 - x`` (PIL's ``ImageOps.invert`` on [0, 1] images)."""
+  return (1.0 - image).astype(image.dtype)
+
+
 # The RandAugment ops as fn(image, level, sign, fill): level = magnitude / 10,
 # sign = +-1 (ignored by unsigned ops); the mapping of the module docstring.
 
@@ -572,6 +580,176 @@ def rand_augment(key: jax.Array, images: jax.Array, num_ops: int = 2,
 
 
 # ---------------------------------------------------------------------------
+# AutoAugment: the learned policies.
+
+AUTOAUGMENT_BINS = 10
+"""Magnitude bins of the AutoAugment search space: bin ``m`` is level ``m / 9``."""
+
+# fn(image, level, sign, fill), level = bin / 9: the search space of Cubuk et
+# al. (2019) as torchvision samples it (signed ops flip with probability 1/2).
+_AUTOAUGMENT = {
+    "ShearX": lambda x, v, s, fill: shear_x(x, 0.3 * v * s, fill),
+    "ShearY": lambda x, v, s, fill: shear_y(x, 0.3 * v * s, fill),
+    # Whole pixels, up to 150/331 of the side (the paper's 150 of 331 px).
+    "TranslateX": lambda x, v, s, fill: translate_x(
+        x, jnp.trunc(150.0 / 331.0 * x.shape[1] * v) * s, fill),
+    "TranslateY": lambda x, v, s, fill: translate_y(
+        x, jnp.trunc(150.0 / 331.0 * x.shape[0] * v) * s, fill),
+    "Rotate": lambda x, v, s, fill: rotate(x, 30.0 * v * s, fill),
+    "Brightness": lambda x, v, s, fill: brightness(x, _factor(v, s)),
+    "Color": lambda x, v, s, fill: color(x, _factor(v, s)),
+    "Contrast": lambda x, v, s, fill: contrast(x, _factor(v, s)),
+    "Sharpness": lambda x, v, s, fill: sharpness(x, _factor(v, s)),
+    "Posterize": lambda x, v, s, fill: posterize(x, _posterize_bits(v)),
+    "Solarize": lambda x, v, s, fill: solarize(x, 1.0 - v),
+    "AutoContrast": lambda x, v, s, fill: autocontrast(x),
+    "Equalize": lambda x, v, s, fill: equalize(x),
+    "Invert": lambda x, v, s, fill: invert(x),
+}
+AUTOAUGMENT_OPS: Mapping[str, Callable[..., jax.Array]] = (
+    types.MappingProxyType(_AUTOAUGMENT))
+"""AutoAugment op name -> ``fn(image [H, W, C], level, sign, fill)``."""
+AUTOAUGMENT_OP_NAMES: tuple[str, ...] = tuple(_AUTOAUGMENT)
+
+# Each policy: sub-policies of two (op, probability, magnitude bin or None)
+# steps, from the AutoAugment paper's appendix (Cubuk et al., 2019, Tables
+# 7-9), in torchvision's order.
+AUTOAUGMENT_POLICIES: Mapping[str, tuple] = types.MappingProxyType({
+    "cifar10": (
+        (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
+        (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
+        (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
+        (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
+        (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)),
+        (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
+        (("Color", 0.4, 3), ("Brightness", 0.6, 7)),
+        (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
+        (("Equalize", 0.6, None), ("Equalize", 0.5, None)),
+        (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
+        (("Color", 0.7, 7), ("TranslateX", 0.5, 8)),
+        (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
+        (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)),
+        (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
+        (("Solarize", 0.5, 2), ("Invert", 0.0, None)),
+        (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
+        (("Equalize", 0.2, None), ("Equalize", 0.6, None)),
+        (("Color", 0.9, 9), ("Equalize", 0.6, None)),
+        (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)),
+        (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
+        (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)),
+        (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
+        (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)),
+        (("Equalize", 0.8, None), ("Invert", 0.1, None)),
+        (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
+    ),
+    "imagenet": (
+        (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+        (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+        (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+        (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+        (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+        (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+        (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+        (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+        (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+        (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+        (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+        (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+        (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+        (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+        (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+        (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+        (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+        (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+        (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+        (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+        (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+        (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+        (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+        (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+        (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    ),
+    "svhn": (
+        (("ShearX", 0.9, 4), ("Invert", 0.2, None)),
+        (("ShearY", 0.9, 8), ("Invert", 0.7, None)),
+        (("Equalize", 0.6, None), ("Solarize", 0.6, 6)),
+        (("Invert", 0.9, None), ("Equalize", 0.6, None)),
+        (("Equalize", 0.6, None), ("Rotate", 0.9, 3)),
+        (("ShearX", 0.9, 4), ("AutoContrast", 0.8, None)),
+        (("ShearY", 0.9, 8), ("Invert", 0.4, None)),
+        (("ShearY", 0.9, 5), ("Solarize", 0.2, 6)),
+        (("Invert", 0.9, None), ("AutoContrast", 0.8, None)),
+        (("Equalize", 0.6, None), ("Rotate", 0.9, 3)),
+        (("ShearX", 0.9, 4), ("Solarize", 0.3, 3)),
+        (("ShearY", 0.8, 8), ("Invert", 0.7, None)),
+        (("Equalize", 0.9, None), ("TranslateY", 0.6, 6)),
+        (("Invert", 0.9, None), ("Equalize", 0.6, None)),
+        (("Contrast", 0.3, 3), ("Rotate", 0.8, 4)),
+        (("Invert", 0.8, None), ("TranslateY", 0.0, 2)),
+        (("ShearY", 0.7, 6), ("Solarize", 0.4, 8)),
+        (("Invert", 0.6, None), ("Rotate", 0.8, 4)),
+        (("ShearY", 0.3, 7), ("TranslateX", 0.9, 3)),
+        (("ShearX", 0.1, 6), ("Invert", 0.6, None)),
+        (("Solarize", 0.7, 2), ("TranslateY", 0.6, 7)),
+        (("ShearY", 0.8, 4), ("Invert", 0.8, None)),
+        (("ShearX", 0.7, 9), ("TranslateY", 0.8, 3)),
+        (("ShearY", 0.8, 5), ("AutoContrast", 0.7, None)),
+        (("ShearX", 0.7, 2), ("Invert", 0.1, None)),
+    ),
+})
+"""Policy name -> sub-policies ``((op, probability, bin or None), ...)``."""
+
+
+def _policy_arrays(policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``policy``'s op indices, probabilities and levels, each ``[S, steps]``."""
+  if policy not in AUTOAUGMENT_POLICIES:
+    raise ValueError(f"auto_augment: unknown policy {policy!r}; the policies "
+                     f"are {', '.join(AUTOAUGMENT_POLICIES)}.")
+  table = AUTOAUGMENT_POLICIES[policy]
+  ops = np.array([[AUTOAUGMENT_OP_NAMES.index(op) for op, _, _ in sub]
+                  for sub in table], np.int32)
+  probs = np.array([[p for _, p, _ in sub] for sub in table], np.float32)
+  levels = np.array([[0.0 if m is None else m / (AUTOAUGMENT_BINS - 1)
+                      for _, _, m in sub] for sub in table], np.float32)
+  return ops, probs, levels
+
+
+def auto_augment(key: jax.Array, images: jax.Array, policy: str = "cifar10",
+                 *, fill: float = 0.5) -> jax.Array:
+  """AutoAugment (Cubuk et al., 2019) with a learned policy, on ``[0, 1]`` images.
+
+  Each example draws one sub-policy of :data:`AUTOAUGMENT_POLICIES[policy]`
+  uniformly and runs its two steps in order, each with its probability, at
+  its magnitude bin, with its own random sign for the signed ops (as
+  torchvision's ``AutoAugment``). The ops are those of :func:`rand_augment`
+  plus :func:`invert`; shears and rotations are about the centre and
+  translations move whole pixels. The images keep their shape and dtype and
+  stay in [0, 1].
+  """
+  _check_batch(images, "auto_augment")
+  ops, probs, levels = _policy_arrays(policy)
+  batch, steps = images.shape[0], ops.shape[1]
+  key_sub, key_apply, key_sign = jax.random.split(key, 3)
+  sub = jax.random.randint(key_sub, (batch,), 0, len(ops))
+  applied = jax.random.uniform(key_apply, (batch, steps)) < jnp.asarray(probs)[sub]
+  sign = jnp.where(jax.random.bernoulli(key_sign, 0.5, (batch, steps)),
+                   1.0, -1.0)
+  branches = [functools.partial(AUTOAUGMENT_OPS[name], fill=fill)
+              for name in AUTOAUGMENT_OP_NAMES]
+
+  def augment_one(image, op_index, level, applied, sign):
+    for i in range(steps):  # every branch, selected per example (rand_augment)
+      out = jax.lax.switch(op_index[i], branches, image, level[i], sign[i])
+      image = jnp.where(applied[i], out, image)
+    return image
+
+  out = jax.vmap(augment_one)(images.astype(jnp.float32),
+                              jnp.asarray(ops)[sub], jnp.asarray(levels)[sub],
+                              applied, sign)
+  return out.astype(images.dtype)
+
+
+# ---------------------------------------------------------------------------
 # The registry.
 
 
@@ -595,6 +773,15 @@ def _rand_augment(key: jax.Array, images: jax.Array, labels: jax.Array,
           MixedLabels.unmixed(labels))
 
 
+def _auto_augment(key: jax.Array, images: jax.Array, labels: jax.Array,
+                  policy: str = "cifar10",
+                  fill: float = 0.5) -> tuple[jax.Array, MixedLabels]:
+  labels = _check_labels(labels, images, "autoaugment")
+  _policy_arrays(policy)  # an unknown policy fails here, before tracing
+  return (auto_augment(key, images, policy, fill=fill),
+          MixedLabels.unmixed(labels))
+
+
 AUGMENTATIONS: Mapping[str, Callable[..., tuple[jax.Array, MixedLabels]]] = (
     types.MappingProxyType({
         "none": _none,
@@ -602,6 +789,7 @@ AUGMENTATIONS: Mapping[str, Callable[..., tuple[jax.Array, MixedLabels]]] = (
         "cutmix": cutmix,
         "mixup": mixup,
         "randaugment": _rand_augment,
+        "autoaugment": _auto_augment,
     }))
 """Name -> ``fn(key, images, labels, **params) -> (images, MixedLabels)``."""
 NAMES: tuple[str, ...] = tuple(AUGMENTATIONS)
@@ -614,7 +802,8 @@ def apply(name: str, key: jax.Array, images: jax.Array, labels: jax.Array,
   Always returns :class:`MixedLabels` (partner = self and weight 1 for the
   ops that do not mix), so a trainer has one loss. ``params`` are the op's
   keyword arguments: ``cutout``: ``size``, ``fill``; ``cutmix``: ``alpha``;
-  ``mixup``: ``alpha``; ``randaugment``: ``num_ops``, ``magnitude``, ``fill``.
+  ``mixup``: ``alpha``; ``randaugment``: ``num_ops``, ``magnitude``, ``fill``;
+  ``autoaugment``: ``policy`` (:data:`AUTOAUGMENT_POLICIES`), ``fill``.
   """
   try:
     fn = AUGMENTATIONS[name]

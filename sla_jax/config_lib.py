@@ -113,8 +113,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.crop_padding = 4            # random crop with zero padding
   c.flip = True                 # random horizontal flip
   # Strong augmentation on the device after crop / flip and before the M views
-  # (sla_jax.augment): name = none | cutout | cutmix | mixup | randaugment, or
-  # several joined by "+" (e.g. "randaugment+cutout"; a mixing op last). Each
+  # (sla_jax.augment): name = none | cutout | cutmix | mixup | randaugment |
+  # autoaugment, or several joined by "+" (e.g. "randaugment+cutout",
+  # "autoaugment+cutout"; a mixing op last). Each
   # op takes its parameters from its own block. Mixing ops train on mixtures
   # of the (joint) labels.
   c.augment = ml_collections.ConfigDict({
@@ -123,6 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
       "cutmix": {"alpha": 1.0},              # Yun et al.
       "mixup": {"alpha": 1.0},               # Zhang et al. on CIFAR
       "randaugment": {"num_ops": 2, "magnitude": 9.0, "fill": 0.5},
+      # Cubuk et al. (2019): cifar10 | imagenet | svhn (learned policies).
+      "autoaugment": {"policy": "cifar10", "fill": 0.5},
   })
   # True: the training set lives on the devices (uint8) and batches are drawn
   # inside the step. False: a grain host pipeline reads each process's share of

@@ -114,9 +114,13 @@ def transform_labels(batch_size: int, num_transforms: int) -> jax.Array:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean over rows of ``-log softmax(logits)[label]`` (float32)."""
+  """Mean over rows of ``-log softmax(logits)[label]`` (float32).
+
+  ``labels``: integer array-like in ``[0, logits.shape[-1])`` (checked when
+  concrete, as the other losses).
+  """
   return optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels).mean()
+      logits.astype(jnp.float32), _labels(labels, logits.shape[-1])).mean()
 
 
 def _row_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -44,6 +44,7 @@ events, Orbax checkpoints in ``checkpoints/`` (latest, to resume) and ``best/``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -85,7 +86,8 @@ MAX_CALLS_IN_FLIGHT = 4
 _RESUMABLE_CHANGES = ("num_devices", "log_every", "steps_per_call")
 # Config fields added after runs were recorded, with the value that behaves as
 # the code did before them: a saved config without one reads as having it.
-_ADDED_FIELDS = {("model", "fused_batch_norm"): False}
+_ADDED_FIELDS = {("model", "fused_batch_norm"): False,
+                 ("augment", "autoaugment"): {"policy": "cifar10", "fill": 0.5}}
 
 
 @flax.struct.dataclass
@@ -206,7 +208,7 @@ def _with_added_fields(saved: dict[str, Any]) -> dict[str, Any]:
       if not isinstance(node, dict):
         break
     else:
-      node.setdefault(name, value)
+      node.setdefault(name, copy.deepcopy(value))
   return saved
 
 

@@ -1,7 +1,10 @@
 """sla_jax.augment: every op against numpy or PIL, jit, randomness, registry."""
 
+import ast
 import functools
+import importlib.util
 import io
+import pathlib
 import tarfile
 
 import jax
@@ -575,6 +578,110 @@ def test_rand_augment_rejects_bad_arguments():
 
 
 # ---------------------------------------------------------------------------
+# auto_augment.
+
+_auto_augment = jax.jit(augment.auto_augment, static_argnames=("policy",))
+
+
+def _torchvision_policies():
+  """torchvision's AutoAugment policies, read from its source without importing
+  it (its import may fail where torch and torchvision versions differ)."""
+  spec = importlib.util.find_spec("torchvision")
+  if spec is None or not spec.submodule_search_locations:
+    pytest.skip("torchvision is not installed")
+  path = pathlib.Path(spec.submodule_search_locations[0], "transforms",
+                      "autoaugment.py")
+  tree = ast.parse(path.read_text())
+  policies = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+      name = getattr(node.test.comparators[0], "attr", None)
+      returned = node.body[0]
+      if name and isinstance(returned, ast.Return) and isinstance(
+          returned.value, ast.List):
+        policies[name.lower()] = ast.literal_eval(returned.value)
+  return policies
+
+
+def test_auto_augment_policies_are_torchvisions():
+  """The three learned policies equal torchvision's, sub-policy by sub-policy."""
+  theirs = _torchvision_policies()
+  assert set(theirs) == set(augment.AUTOAUGMENT_POLICIES) == {
+      "cifar10", "imagenet", "svhn"}
+  for name, ours in augment.AUTOAUGMENT_POLICIES.items():
+    assert [tuple(sub) for sub in theirs[name]] == list(ours), name
+
+
+def test_auto_augment_magnitude_bins():
+  """Bin m of 10 -> torchvision's magnitude space (linspace over the bins)."""
+  x = jnp.asarray(_synthetic_u8(2), jnp.float32) / 255.0
+  ops, bins = augment.AUTOAUGMENT_OPS, augment.AUTOAUGMENT_BINS
+  level = lambda m: m / (bins - 1)
+  posterize = [int(augment._posterize_bits(level(m))) for m in range(bins)]
+  assert posterize == [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
+  cases = [  # (op, bin, sign, the op it must equal)
+      ("Rotate", 2, 1.0, lambda im: augment.rotate(im, 30.0 * 2 / 9, 0.5)),
+      ("ShearY", 8, -1.0, lambda im: augment.shear_y(im, -0.3 * 8 / 9, 0.5)),
+      # int(150 / 331 * 32 * m / 9) whole pixels: 14 at bin 9, 4 at bin 3.
+      ("TranslateX", 9, 1.0, lambda im: augment.translate_x(im, 14.0, 0.5)),
+      ("TranslateY", 3, -1.0, lambda im: augment.translate_y(im, -4.0, 0.5)),
+      ("Color", 3, -1.0, lambda im: augment.color(im, 1.0 - 0.3)),
+      ("Brightness", 7, 1.0, lambda im: augment.brightness(im, 1.0 + 0.7)),
+      ("Solarize", 2, 1.0, lambda im: augment.solarize(im, 1.0 - 2 / 9)),
+      ("Solarize", 0, 1.0, lambda im: im),  # threshold 1: uint8 255 only
+      ("Posterize", 7, 1.0, lambda im: augment.posterize(im, 5)),
+      ("Invert", 0, 1.0, lambda im: 1.0 - im),
+  ]
+  for name, m, sign, expected in cases:
+    for image in x:
+      ours = ops[name](image, level(m), sign, 0.5)
+      want = expected(image)
+      if name == "Solarize" and m == 0:
+        want = jnp.where(image >= 1.0, 0.0, image)
+      np.testing.assert_allclose(ours, want, atol=1e-6, err_msg=f"{name} {m}")
+
+
+def test_auto_augment_draws_sub_policies_and_step_probabilities(monkeypatch):
+  """Uniform sub-policy, each step applied with its probability, in order."""
+  monkeypatch.setattr(augment, "AUTOAUGMENT_POLICIES", {"test": (
+      (("Invert", 0.3, None), ("Invert", 0.0, 9)),
+      (("Posterize", 1.0, 9), ("Solarize", 1.0, 0)),
+  )})
+  n = 2000
+  x = jax.random.uniform(jax.random.key(0), (n, 4, 4, 3), minval=0.05,
+                         maxval=0.95)
+  out = np.asarray(_auto_augment(jax.random.key(1), x, policy="test"))
+  x = np.asarray(x)
+  inverted = np.isclose(out, 1.0 - x, atol=1e-6).all(axis=(1, 2, 3))
+  second = np.isclose(out, np.asarray(augment.posterize(x, 4)),
+                      atol=1e-6).all(axis=(1, 2, 3))
+  untouched = (out == x).all(axis=(1, 2, 3))
+  assert (inverted | second | untouched).all()
+  assert not (inverted & untouched).any()
+  assert abs(second.mean() - 0.5) < 0.05  # the sub-policy, uniform
+  assert abs(inverted.mean() / (1 - second.mean()) - 0.3) < 0.05  # its p
+
+
+def test_auto_augment_shape_dtype_range_keys_and_errors(images_u8):
+  x = _float(images_u8)
+  out1 = _auto_augment(jax.random.key(0), x)
+  out2 = _auto_augment(jax.random.key(1), x, policy="imagenet")
+  assert out1.shape == x.shape and out1.dtype == jnp.float32
+  for out in (out1, out2):
+    out = np.asarray(out)
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+  np.testing.assert_array_equal(out1, _auto_augment(jax.random.key(0), x))
+  assert not np.allclose(out1, _auto_augment(jax.random.key(2), x))
+  with pytest.raises(ValueError, match="unknown policy 'cifar100'.*cifar10"):
+    augment.auto_augment(jax.random.key(0), x, "cifar100")
+  with pytest.raises(ValueError, match="unknown policy"):
+    augment.apply("autoaugment", jax.random.key(0), x, jnp.arange(B),
+                  policy="cifar100")
+  with pytest.raises(ValueError, match="NHWC"):
+    augment.auto_augment(jax.random.key(0), x[0])
+
+
+# ---------------------------------------------------------------------------
 # Real CIFAR-10 images.
 
 
@@ -611,9 +718,9 @@ def test_real_images(cifar_u8):
 
 
 def test_apply_unknown_name_lists_the_valid_names():
-  names = "none, cutout, cutmix, mixup, randaugment"
+  names = "none, cutout, cutmix, mixup, randaugment, autoaugment"
   with pytest.raises(ValueError, match=names):
-    augment.apply("autoaugment", jax.random.key(0), jnp.zeros((2, 4, 4, 3)),
+    augment.apply("trivialaugment", jax.random.key(0), jnp.zeros((2, 4, 4, 3)),
                   jnp.arange(2))
   with pytest.raises(ValueError, match="size"):
     augment.apply("cutout", jax.random.key(0), jnp.zeros((2, 4, 4, 3)),
@@ -633,7 +740,8 @@ def test_apply_none_returns_the_inputs_with_weight_one():
 @pytest.mark.parametrize("name, params", [
     ("cutout", {"size": 8}), ("cutmix", {"alpha": 1.0}),
     ("mixup", {"alpha": 0.4}),
-    ("randaugment", {"num_ops": 2, "magnitude": 9.0})])
+    ("randaugment", {"num_ops": 2, "magnitude": 9.0}),
+    ("autoaugment", {"policy": "svhn"})])
 def test_apply_returns_images_and_mixed_labels(name, params):
   images = jnp.asarray(_normal_images())
   key, labels = jax.random.key(7), jnp.arange(B)
@@ -649,6 +757,8 @@ def test_apply_returns_images_and_mixed_labels(name, params):
             "cutmix": lambda k, x, y: augment.cutmix(k, x, y, 1.0),
             "mixup": lambda k, x, y: augment.mixup(k, x, y, 0.4),
             "randaugment": lambda k, x, y: (augment.rand_augment(k, x, 2, 9.0),
+                                            augment.MixedLabels.unmixed(y)),
+            "autoaugment": lambda k, x, y: (augment.auto_augment(k, x, "svhn"),
                                             augment.MixedLabels.unmixed(y))}
   assert (str(jax.make_jaxpr(run)(key, images, labels)) ==
           str(jax.make_jaxpr(direct[name])(key, images, labels)))

@@ -74,7 +74,7 @@ def test_cpu_evidence_status_and_collect(tmp_path):
   status = _evidence(tmp_path, "status")
   assert status.returncode == 0, status.stderr
   assert "fewshot_cpu: 1 finished, 2 started" in status.stdout
-  assert len(status.stdout.splitlines()) == 7  # every grid still to run
+  assert len(status.stdout.splitlines()) == 8  # every grid still to run
   collect = _evidence(tmp_path, "collect", "fewshot_cpu")
   assert collect.returncode == 0, collect.stderr
   dst = tmp_path / "results" / "fewshot_cpu"

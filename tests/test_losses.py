@@ -221,7 +221,8 @@ def test_labels_outside_the_classes_are_refused(batch, bad):
   calls = [lambda: losses.sla_loss(joint, labels, M),
            lambda: losses.self_distillation_loss(joint, single, labels, M),
            lambda: losses.da_loss(joint[:, :N], labels, M),
-           lambda: losses.mt_loss(joint[:, :N], joint[:, :M], labels, M)]
+           lambda: losses.mt_loss(joint[:, :N], joint[:, :M], labels, M),
+           lambda: losses.cross_entropy(single, labels)]
   for call in calls:
     with pytest.raises(ValueError, match=rf"in \[0, {N}\).*e\.g\. {bad}"):
       call()
@@ -240,6 +241,8 @@ def test_array_like_labels(batch):
       losses.self_distillation_loss(joint, single, labels, M))
   np.testing.assert_allclose(losses.da_loss(joint[:, :N], as_list, M),
                              losses.da_loss(joint[:, :N], labels, M))
+  np.testing.assert_allclose(losses.cross_entropy(single, as_list),
+                             losses.cross_entropy(single, labels))
 
 
 def test_distillation_teacher_is_float32_for_bf16_logits(batch):

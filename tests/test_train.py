@@ -360,9 +360,14 @@ def test_a_run_saved_before_a_field_was_added_still_resumes(tmp_path):
   config = tiny_config()
   saved = json.loads(config.to_json())
   del saved["model"]["fused_batch_norm"]  # written by the code of before
+  del saved["augment"]["autoaugment"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
   (tmp_path / "checkpoints").mkdir()
   train.check_workdir(config, epath.Path(tmp_path))  # resumes
   config.model.fused_batch_norm = True
   with pytest.raises(train.ConfigError, match="different config.*model"):
+    train.check_workdir(config, epath.Path(tmp_path))
+  config.model.fused_batch_norm = False
+  config.augment.autoaugment.policy = "svhn"
+  with pytest.raises(train.ConfigError, match="different config.*augment"):
     train.check_workdir(config, epath.Path(tmp_path))

@@ -12,7 +12,7 @@ from tests import subprocess_util as sp
 def test_config_names_and_parameters_are_checked():
   assert spec.resolve(sp.make_config(), 10).augment is None
   for name in ("cutout", "cutmix", "mixup", "randaugment", "randaugment+cutout",
-               "cutout+cutmix"):
+               "cutout+cutmix", "autoaugment", "autoaugment+cutout"):
     assert callable(spec.resolve(sp.make_config(**{"augment.name": name}),
                                  10).augment)
   for bad, match in (("nope", "Unknown augmentation"),
@@ -75,7 +75,8 @@ def test_drw_weights_of_a_mix_are_the_mixture_of_class_weights():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective,name", [("sla", "cutmix"),
-                                            ("baseline", "randaugment+cutout")])
+                                            ("baseline", "randaugment+cutout"),
+                                            ("sla", "autoaugment")])
 def test_training_with_strong_augmentation_runs_and_learns(tmp_path, objective,
                                                            name):
   config = sp.make_config(objective=objective, total_steps=100, eval_every=100,
