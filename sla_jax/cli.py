@@ -90,10 +90,16 @@ def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
           flags_parser=lambda a: _parse(a, prog))
 
 
+# Path problems the user fixes by naming another path.
+_PATH_ERRORS = (NotADirectoryError, IsADirectoryError, PermissionError,
+                FileExistsError)
+
+
 def exit_on_run_errors(prog: str, run_fn: Callable[[], object]) -> None:
   """Runs ``run_fn`` (a trainer); its expected failures end the process with one stderr line.
 
-  Exit status 2: a bad config or input (``ConfigError``, ``FileNotFoundError``);
+  Exit status 2: a bad config or input (``ConfigError``; a path that is
+  missing, not a directory, or not writable);
   3: a non-finite loss (``FloatingPointError``); 75: preempted after saving
   (:class:`sla_jax.preemption.Preempted`). Only process 0 prints.
   """
@@ -108,6 +114,8 @@ def exit_on_run_errors(prog: str, run_fn: Callable[[], object]) -> None:
     run_fn()
   except (spec.ConfigError, FileNotFoundError) as e:
     exit_with(2, f"{prog}: error: {' '.join(str(e).split())}")
+  except _PATH_ERRORS as e:  # e.g. --workdir through a file
+    exit_with(2, f"{prog}: error: cannot write {e.filename}: {e.strerror}")
   except FloatingPointError as e:
     exit_with(3, f"{prog}: error: {e}")
   except preemption.Preempted as e:

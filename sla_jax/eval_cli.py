@@ -96,7 +96,12 @@ def main(argv):
     sys.exit(2)
   out = pathlib.Path(_OUT.value or pathlib.Path(result["workdir"]) / "eval" /
                      f"{result['split']}_{result['step']}")
-  out.mkdir(parents=True, exist_ok=True)
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+  except OSError as e:  # e.g. a path through a file
+    print(f"sla-eval: error: cannot write to --out {out}: {e.strerror}",
+          file=sys.stderr)
+    sys.exit(2)
   (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
   plots = []
   if _PLOTS.value:
@@ -117,7 +122,11 @@ def main(argv):
 def run():
   """Console-script entry point."""
   from sla_jax import cli  # pylint: disable=g-import-not-at-top
-  argv, overrides = _config_overrides(sys.argv)
+  try:
+    argv, overrides = _config_overrides(sys.argv)
+  except app.UsageError as e:
+    print(f"sla-eval: error: {e}", file=sys.stderr)
+    sys.exit(2)
   _OVERRIDES.update(overrides)
   cli.run(main, "sla-eval", _USAGE_FLAGS, __doc__, argv)
 

@@ -556,8 +556,8 @@ def meta_train_and_evaluate(config: ml_collections.ConfigDict,
   except ValueError as e:
     raise ConfigError(f"dataset {data.name!r} with transform "
                       f"{spec.group.name!r}: {e}") from None
-  workdir.mkdir(parents=True, exist_ok=True)
   train.check_workdir(config, workdir, _RESUMABLE_CHANGES)
+  train.save_config(config, workdir)
   fs = config.fewshot
 
   # State: restored from the newest readable checkpoint, or initialised.

@@ -55,18 +55,22 @@ def read_workdir(workdir) -> tuple[Any, Any, dict[str, Any]]:
   return workdir, config, json.loads((workdir / "dataset.json").read_text())
 
 
-def restore_variables(workdir, checkpoint: str | int = "best", mesh=None
+def restore_variables(workdir, checkpoint: str | int = "best", mesh=None,
+                      config=None
                       ) -> tuple[Any, int, spec_lib.Spec, dict[str, Any]]:
   """``(variables, step, spec, dataset_info)`` of a workdir's checkpoint.
 
   ``checkpoint``: ``"best"`` (best validation step), ``"latest"``, or a step
   saved in ``checkpoints/``. Variables are replicated over ``mesh`` (default:
-  the first device).
+  the first device). ``config``: the model's config (default: the workdir's
+  ``config.json``); a model that does not match the checkpoint raises
+  ConfigError.
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from sla_jax import train  # pylint: disable=g-import-not-at-top
 
-  workdir, config, info = read_workdir(workdir)
+  workdir, saved, info = read_workdir(workdir)
+  config = saved if config is None else config
   spec = spec_lib.resolve(config, info["num_classes"])
   tx, _ = train.make_optimizer(config)
   init = train.make_init(spec.model, tx, tuple(info["image_shape"]))
@@ -96,12 +100,21 @@ def restore_variables(workdir, checkpoint: str | int = "best", mesh=None
     raise FileNotFoundError(
         f"No checkpoint {checkpoint!r} in {workdir / folder} (saved steps: "
         f"{sorted(steps) or 'none'}).{hint}")
-  if folder == "best":
-    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-  else:
-    state = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))["state"]
-  manager.close()
+  try:
+    if folder == "best":
+      state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    else:
+      state = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))["state"]
+  except (ValueError, KeyError, TypeError) as e:  # Orbax: trees or shapes differ
+    raise spec_lib.ConfigError(
+        f"the checkpoint of step {step} in {workdir / folder} does not fit the "
+        f"model of its config (objective {config.objective!r}, transform "
+        f"{config.transform!r}, model {dict(config.model)}): evaluate it with "
+        f"the config it was trained with ({type(e).__name__}: "
+        f"{str(e).splitlines()[0][:200]})") from None
+  finally:
+    manager.close()
   return train.variables_of(state), step, spec, info
 
 
@@ -231,8 +244,8 @@ def evaluate_workdir(workdir, checkpoint="best", split="test",
     mesh = distributed.make_mesh(config.num_devices)
   except ValueError as e:
     raise spec_lib.ConfigError(str(e)) from None
-  variables, step, spec, info = restore_variables(
-      workdir, checkpoint, mesh)
+  variables, step, spec, info = restore_variables(  # overrides apply to the
+      workdir, checkpoint, mesh, config)              # model too: checked here
   try:
     dataset = data_lib.load(config)
   except ValueError as e:

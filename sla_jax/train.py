@@ -71,7 +71,7 @@ from sla_jax import preprocess
 from sla_jax import spec as spec_lib
 
 __all__ = ["ConfigError", "MAX_CALLS_IN_FLIGHT", "TrainState", "LoopState",
-           "check_against_data",
+           "check_against_data", "check_workdir", "save_config",
            "make_optimizer", "make_init", "jit_init", "make_train_step", "make_multi_step",
            "MultiStep", "jit_multi_step",
            "variables_of", "workdir_path", "train_and_evaluate"]
@@ -214,7 +214,11 @@ def _with_added_fields(saved: dict[str, Any]) -> dict[str, Any]:
 
 def check_workdir(config, workdir: epath.Path,
                   resumable: tuple[str, ...] = _RESUMABLE_CHANGES) -> None:
-  """Refuses to resume a run of another config (fields outside ``resumable``); writes config.json otherwise."""
+  """Refuses to resume a run of another config (fields outside ``resumable``).
+
+  Reads only: :func:`save_config` writes the config once every check passed,
+  so a start that fails leaves an existing workdir as it was.
+  """
   path = workdir / "config.json"
   if path.exists() and (workdir / "checkpoints").exists():
     saved = _with_added_fields(json.loads(path.read_text()))
@@ -227,10 +231,15 @@ def check_workdir(config, workdir: epath.Path,
           f"{workdir} holds a run with a different config (fields: "
           f"{', '.join(changed)}); resume it with the same config or use a "
           f"new --workdir.")
+
+
+def save_config(config, workdir: epath.Path) -> None:
+  """Creates ``workdir`` and writes its ``config.json`` (process 0, atomically)."""
+  workdir.mkdir(parents=True, exist_ok=True)
   if distributed.is_main():
     tmp = workdir / "config.json.tmp"  # atomic: other processes may read it
     tmp.write_text(config.to_json(indent=2))
-    tmp.replace(path)
+    tmp.replace(workdir / "config.json")
 
 
 # ------------------------------------------------- optimiser, state, step ---
@@ -563,7 +572,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   spec_lib.resolve(config, num_classes=2)  # config errors before any I/O
   check_numbers(config)
   workdir = workdir_path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   check_workdir(config, workdir)
   try:
     mesh = distributed.make_mesh(config.num_devices)
@@ -572,6 +580,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise ConfigError(str(e)) from None
   spec = spec_lib.resolve(config, dataset.num_classes, dataset.class_counts)
   check_against_data(config, spec, dataset, mesh.devices.size)
+  save_config(config, workdir)  # every check passed: nothing written before
   if distributed.is_main():  # what sla-eval / inference.load rebuild from
     (workdir / "dataset.json").write_text(json.dumps(
         {"name": dataset.name, "num_classes": dataset.num_classes,

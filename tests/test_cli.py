@@ -52,6 +52,8 @@ _WRITERS = {"sla_jax.main": ("sla-train", "--workdir"),
      "log_every must be a whole number >= 1; got 0."),
     ("sla_jax.main", ["--config", "configs/quickstart.py", "surplus"],
      "Unexpected arguments: surplus"),
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.num_devices=64"],
+     "num_devices=64"),  # found after the data loaded: still nothing written
     ("sla_jax.experiments", ["--grid", "configs/no_such_grid.py"],
      "cannot read the config file: No such file or directory: 'configs/no_such_grid.py'"),
     ("sla_jax.experiments", ["--grid", "configs/grid_digits.py:seeds=3"],
@@ -73,6 +75,21 @@ def _assert_one_error_line(proc, prog, message):
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), lines
   assert message in lines[0]
+
+
+@pytest.mark.slow
+def test_a_workdir_or_out_through_a_file_is_one_line_and_exit_2(tmp_path):
+  (tmp_path / "afile").write_text("")
+  proc = _run("sla_jax.main", "--config", "configs/quickstart.py",
+              f"--workdir={tmp_path / 'afile' / 'w'}")
+  _assert_one_error_line(proc, "sla-train", "afile/w: Not a directory")
+
+
+def test_eval_override_without_a_value_is_one_line_and_exit_2(tmp_path):
+  proc = _run("sla_jax.eval_cli", f"--workdir={tmp_path}",
+              "--config.batch_size")
+  _assert_one_error_line(proc, "sla-eval",
+                         "--config.batch_size: write --config.FIELD=VALUE.")
 
 
 @pytest.mark.slow

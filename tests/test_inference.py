@@ -50,6 +50,20 @@ def test_eval_latest_and_other_checkpoints(trained):
     inference.evaluate_workdir(workdir, "7", "test")
 
 
+def test_overrides_of_the_model_apply_and_a_misfit_is_one_line(trained):
+  """sla-eval's --config.* reach the model: a model the checkpoint does not
+  fit (another depth, objective or transform) is one ConfigError."""
+  workdir, _, results = trained
+  for field, value in (("model.depth", "20"), ("objective", "sla"),
+                       ("transform", "color_perm")):
+    with pytest.raises(train.ConfigError, match=r"does not fit the model"):
+      inference.evaluate_workdir(workdir, "best", "test", {field: value})
+  low = inference.evaluate_workdir(workdir, "best", "test",
+                                   {"model.dtype": "bfloat16"})
+  assert low["metrics"] != results["test"]  # evaluated in bfloat16 indeed
+  assert abs(low["metrics"]["acc_si"] - results["test"]["acc_si"]) < 0.05
+
+
 def test_a_workdir_without_best_points_to_latest(trained, tmp_path):
   """A run carried back without best/ (gpu_suite.sh train_many) says what to pass."""
   workdir, config, _ = trained

@@ -355,6 +355,26 @@ def test_a_steps_per_call_that_cuts_calls_short_is_warned(k, warned, caplog):
     assert "log_every=5, eval_every=10, checkpoint_every=10" in hits[0].getMessage()
 
 
+def test_a_start_that_fails_its_checks_writes_nothing(tmp_path):
+  """A bad resumable value leaves the saved config.json as it was; a bad fresh
+  start leaves no workdir."""
+  config = tiny_config()
+  saved = config.to_json(indent=2)
+  (tmp_path / "config.json").write_text(saved)
+  (tmp_path / "checkpoints").mkdir()
+  for field, value in (("num_devices", 64), ("steps_per_call", 0)):
+    with pytest.raises(train.ConfigError, match=field):
+      train.train_and_evaluate(_with(config, **{field: value}), tmp_path)
+    assert (tmp_path / "config.json").read_text() == saved
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints",
+                                                        "config.json"]
+  fresh = tmp_path / "new"
+  with pytest.raises((train.ConfigError, FileNotFoundError), match="nonexist"):
+    train.train_and_evaluate(
+        _with(config, dataset="folder:/nonexistent"), fresh)
+  assert not fresh.exists()
+
+
 def test_a_run_saved_before_a_field_was_added_still_resumes(tmp_path):
   """A saved config.json without a field added since reads as having its old-behaviour value."""
   config = tiny_config()
