@@ -22,7 +22,6 @@ machine's load before the run.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import pathlib
@@ -96,8 +95,8 @@ def torch_step(batch_size: int, image_size: int, num_classes: int,
 
 def main():
   xla_env.apply_defaults()  # what sla-train and sla-bench run with
-  parser = argparse.ArgumentParser(prog="compare_resnet50",
-                                   description=__doc__.splitlines()[0])
+  parser = compare_torch.OneLineParser(prog="compare_resnet50",
+                                       description=__doc__.splitlines()[0])
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--num_classes", type=int, default=1000)
   parser.add_argument("--torch_compile", action="store_true",

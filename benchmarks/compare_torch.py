@@ -129,19 +129,44 @@ def time_alternating(calls: dict, rounds: int, warmup: int = 3) -> dict:
 TORCH_VARIANTS = ("fp32", "channels_last", "bf16", "bf16_channels_last")
 
 
+class OneLineParser(argparse.ArgumentParser):
+  """argparse whose errors are one line (no usage block) and exit status 2."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+  """An argparse type: a whole number >= 1."""
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+  return value
+
+
+def _torch_device(text: str) -> str:
+  if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:")
+                                         and text[5:].isdigit()):
+    return text
+  raise argparse.ArgumentTypeError(f"{text!r}: use cpu, cuda, cuda:N or auto")
+
+
 def add_side_by_side_flags(parser: argparse.ArgumentParser, batch_size: int,
                            rounds: int, jax_dtype: str,
                            torch_variant: str) -> None:
   """The flags every side-by-side tool takes, with its own defaults."""
-  parser.add_argument("--batch_size", type=int, default=batch_size)
-  parser.add_argument("--rounds", type=int, default=rounds)
+  parser.add_argument("--batch_size", type=positive_int, default=batch_size)
+  parser.add_argument("--rounds", type=positive_int, default=rounds)
   parser.add_argument("--jax_dtype", default=jax_dtype,
                       choices=["float32", "bfloat16"])
   parser.add_argument("--torch_variant", default=torch_variant,
                       choices=TORCH_VARIANTS,
                       help="fp32 is PyTorch's default (on GPUs it runs float32 "
                       "convolutions in TF32); bf16 is autocast.")
-  parser.add_argument("--torch_device", default="auto",
+  parser.add_argument("--torch_device", default="auto", type=_torch_device,
                       help="cpu, cuda, or auto (cuda when available).")
   parser.add_argument("--json", action="store_true")
   parser.add_argument("--require_quiet", action="store_true",
@@ -165,8 +190,8 @@ def start_side_by_side(parser: argparse.ArgumentParser, args) -> tuple[dict, str
 
 def main():
   xla_env.apply_defaults()  # what sla-train and sla-bench run with
-  parser = argparse.ArgumentParser(prog="compare_torch",
-                                   description=__doc__.splitlines()[0])
+  parser = OneLineParser(prog="compare_torch",
+                         description=__doc__.splitlines()[0])
   parser.add_argument("--depth", type=int, default=32)
   parser.add_argument("--fast_variance", action="store_true",
                       help="One-pass BatchNorm variance on the JAX side.")
@@ -175,12 +200,22 @@ def main():
                       "(model.fused_batch_norm).")
   parser.add_argument("--official", default=None,
                       help="A checkout of hankook/SLA: also time its own step.")
-  parser.add_argument("--jax_devices", type=int, default=None,
+  parser.add_argument("--jax_devices", type=positive_int, default=None,
                       help="Devices of our step (default: every CPU device, "
                       "or one accelerator).")
   add_side_by_side_flags(parser, batch_size=128, rounds=5, jax_dtype="float32",
                          torch_variant="fp32")
   args = parser.parse_args()
+  if args.official and not os.path.isdir(args.official):
+    parser.error(f"--official {args.official}: no such directory (a checkout "
+                 f"of hankook/SLA)")
+  if args.depth < 8 or (args.depth - 2) % 6:
+    parser.error(f"--depth {args.depth}: a CIFAR ResNet has depth 6n + 2 "
+                 f"(8, 14, 20, 32, ...)")
+  jax_devices = args.jax_devices or default_jax_devices()
+  if jax_devices > len(jax.devices()):
+    parser.error(f"--jax_devices {jax_devices}: JAX sees "
+                 f"{len(jax.devices())} devices")
   load, device = start_side_by_side(parser, args)
 
   error = check_against_reference()
@@ -194,7 +229,6 @@ def main():
   _, torch_call = torch_sla.make_step(
       args.depth, channels_last="channels_last" in args.torch_variant,
       bf16=args.torch_variant.startswith("bf16"), device=device)
-  jax_devices = args.jax_devices or default_jax_devices()
   if args.batch_size % jax_devices:
     parser.exit(2, f"{parser.prog}: error: --batch_size={args.batch_size} is "
                 f"not divisible by the {jax_devices} JAX devices; use a "

@@ -60,6 +60,12 @@ _REAL = flags.DEFINE_bool("real_data", False, "Load the config's dataset.")
 _IMAGE_SHAPE = flags.DEFINE_list("image_shape", None,
                                  "H,W,C of synthetic images (default: the "
                                  "config's dataset's, else 32,32,3).")
+flags.register_validator(
+    "image_shape",
+    lambda v: v is None or (len(v) == 3 and all(
+        x.strip().isdigit() and int(x) >= 1 for x in v)),
+    message="--image_shape must be H,W,C: three whole numbers >= 1 "
+    "(e.g. 32,32,3).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Synthetic classes.",
                                     lower_bound=1)
 _REQUIRE_QUIET = flags.DEFINE_bool(

@@ -110,8 +110,10 @@ def _tfds(name: str, data_dir: str | None, in_memory: bool,
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # unknown builder name
+    reason = str(e).strip().splitlines()[0][:200]  # TFDS lists every dataset
     raise ValueError(f"Unknown dataset {name!r}: not 'digits', not "
-                     f"'folder:<root>' and not a TFDS builder ({e}).") from None
+                     f"'folder:<root>' and not a TFDS builder ({reason} "
+                     f"tfds.list_builders() lists them).") from None
   num_classes = builder.info.features["label"].num_classes
 
   def read(split):

@@ -96,10 +96,20 @@ def test_eval_override_without_a_value_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--steps", "0"], "flag --steps=0: 0 is not a positive integer"),
     (["--warmup", "-1"], "flag --warmup=-1: -1 is not a non-negative integer"),
+    (["--image_shape", "0,0,1"], "--image_shape must be H,W,C: three whole numbers >= 1"),
+    (["--image_shape", "8,8"], "--image_shape must be H,W,C"),
 ])
 def test_bad_bench_flags_are_one_line_and_exit_2(args, message):
   proc = _run("sla_jax.bench", "--config", "configs/quickstart.py", *args)
   _assert_one_error_line(proc, "sla-bench", message)
+
+
+def test_an_unknown_tfds_name_is_a_short_line():
+  """TFDS's own message lists every dataset it knows (thousands of characters)."""
+  config = sp.make_config(dataset="nosuchds")
+  with pytest.raises(ValueError, match="Unknown dataset 'nosuchds'") as e:
+    data_lib.load(config)
+  assert len(str(e.value)) < 400 and "\n" not in str(e.value)
 
 
 def test_a_config_file_without_arguments_refuses_any():

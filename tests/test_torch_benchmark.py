@@ -88,3 +88,19 @@ def test_jax_step_takes_the_batch_norm_options(monkeypatch):
   compare_torch.jax_step(8, 4, "float32")
   assert [(c.model.use_fast_variance, c.model.fused_batch_norm)
           for c in seen] == [(True, True), (False, False)]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch_size", "0"], "argument --batch_size: '0' is not a whole number >= 1"),
+    (["--rounds", "0"], "argument --rounds: '0' is not a whole number >= 1"),
+    (["--depth", "7"], "--depth 7: a CIFAR ResNet has depth 6n + 2"),
+    (["--jax_devices", "64"], "--jax_devices 64: JAX sees 8 devices"),
+    (["--torch_device", "bogus"], "'bogus': use cpu, cuda, cuda:N or auto"),
+    (["--official", "/nonexistent"], "--official /nonexistent: no such directory"),
+])
+def test_bad_flags_are_one_line_and_exit_2(args, message):
+  bad = _compare(*args)
+  assert bad.returncode == 2, bad.stderr
+  lines = bad.stderr.strip().splitlines()
+  assert lines == [f"compare_torch: error: {lines[0].split('error: ', 1)[1]}"]
+  assert message in lines[0]
