@@ -71,14 +71,27 @@ class Run:
 
 def expand(grid: ml_collections.ConfigDict) -> list[Run]:
   """The grid's runs, seeds innermost so every group gets its first seed early."""
+  from sla_jax import objectives, transforms  # pylint: disable=g-import-not-at-top
   runs = []
   variants = grid.get("variants") or {}
   for seed in grid.seeds:
+    if isinstance(seed, bool) or not isinstance(seed, int) and not (
+        isinstance(seed, str) and seed.lstrip("-").isdigit()):
+      raise ValueError(f"Grid seeds must be whole numbers; got {seed!r} in "
+                       f"seeds={tuple(grid.seeds)!r}.")
     for spec in grid.runs:
       parts = spec.split("/")
       if len(parts) not in (2, 3) or not all(parts):
         raise ValueError(f"Grid run {spec!r} must be 'objective/transform' or "
                          f"'objective/transform/variant', e.g. 'sla/rotation'.")
+      if (grid.get("program", "sla_jax.main") == "sla_jax.main"
+          and parts[0] not in objectives.names()):
+        raise ValueError(f"Grid run {spec!r}: unknown objective {parts[0]!r}; "
+                         f"use one of {', '.join(objectives.names())}.")
+      try:
+        transforms.get(parts[1])
+      except ValueError as e:
+        raise ValueError(f"Grid run {spec!r}: {e}") from None
       if len(parts) == 3 and parts[2] not in variants:
         raise ValueError(f"Grid run {spec!r}: variant {parts[2]!r} is not in "
                          f"the grid's variants ({', '.join(variants) or 'none'}).")

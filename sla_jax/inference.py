@@ -50,9 +50,14 @@ def read_workdir(workdir) -> tuple[Any, Any, dict[str, Any]]:
       raise FileNotFoundError(
           f"{workdir} has no {name}: pass a workdir written by sla-train "
           f"(rerun its command to add dataset.json to an older one).")
-  config = ml_collections.ConfigDict(
-      json.loads((workdir / "config.json").read_text()))
-  return workdir, config, json.loads((workdir / "dataset.json").read_text())
+  loaded = {}
+  for name in ("config.json", "dataset.json"):
+    try:
+      loaded[name] = json.loads((workdir / name).read_text())
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{workdir / name} is not valid JSON ({e}).") from None
+  return (workdir, ml_collections.ConfigDict(loaded["config.json"]),
+          loaded["dataset.json"])
 
 
 def restore_variables(workdir, checkpoint: str | int = "best", mesh=None,

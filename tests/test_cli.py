@@ -181,3 +181,11 @@ def test_describe_reads_shapes_without_loading(tmp_path):
   assert data_lib.describe("digits") == ((8, 8, 1), 10)
   assert data_lib.describe("cifar100") == ((32, 32, 3), 100)  # TFDS metadata
   assert data_lib.describe("no_such_dataset_xyz") == (None, None)
+
+
+def test_a_workdir_with_a_broken_config_json_names_the_file(tmp_path):
+  from sla_jax import inference  # pylint: disable=g-import-not-at-top
+  (tmp_path / "config.json").write_text("{bad")
+  (tmp_path / "dataset.json").write_text("{}")
+  with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
+    inference.read_workdir(tmp_path)

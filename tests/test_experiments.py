@@ -102,13 +102,22 @@ def test_each_group_is_compared_with_the_baseline_of_its_variant():
 def test_bad_grid_entries_fail_clearly(tmp_path):
   with pytest.raises(ValueError, match="objective/transform"):
     experiments.expand(toy_grid(runs=("sla",)))
-  with pytest.raises(RuntimeError, match="nope_rotation_seed0 failed"):
-    experiments.run_grid(toy_grid(runs=("nope/rotation",)), tmp_path,
-                         log=lambda _: None)
-  assert "objective" in (tmp_path / "runs" / "nope_rotation_seed0" /
-                         "log.txt").read_text()
+  with pytest.raises(ValueError, match="unknown objective 'nope'; use one of"):
+    experiments.expand(toy_grid(runs=("nope/rotation",)))
+  with pytest.raises(ValueError, match="'sla/spin': Unknown transform 'spin'"):
+    experiments.expand(toy_grid(runs=("sla/spin",)))
+  seeds = toy_grid()
+  seeds.seeds = ("abc",)
+  with pytest.raises(ValueError, match="seeds must be whole numbers; got 'abc'"):
+    experiments.expand(seeds)
+  failing = toy_grid(runs=("sla/rotation",))
+  failing.overrides.val_size = 100_000  # found by the trainer, not the grid
+  with pytest.raises(RuntimeError, match="sla_rotation_seed0 failed"):
+    experiments.run_grid(failing, tmp_path, log=lambda _: None)
+  assert "val_size" in (tmp_path / "runs" / "sla_rotation_seed0" /
+                        "log.txt").read_text()
   with pytest.raises(RuntimeError, match="No finished runs"):
-    experiments.write_results(toy_grid(runs=("nope/rotation",)), "g", tmp_path)
+    experiments.write_results(failing, "g", tmp_path)
 
 
 def test_a_missing_trainer_config_fails_before_any_run(tmp_path, monkeypatch):
