@@ -246,6 +246,8 @@ def evaluate_workdir(workdir, checkpoint="best", split="test",
     config = config_lib.apply_overrides(saved, overrides or {})
     # Only what evaluating reads: a saved run's training numbers are its own.
     train.check_whole_numbers(config, ("eval_batch_size",))
+    if split == "test":  # no validation images to set aside from train
+      config.val_size = 0
     mesh = distributed.make_mesh(config.num_devices)
   except ValueError as e:
     raise spec_lib.ConfigError(str(e)) from None
@@ -259,7 +261,8 @@ def evaluate_workdir(workdir, checkpoint="best", split="test",
     raise spec_lib.ConfigError(
         f"dataset {dataset.name!r} has {dataset.num_classes} classes but the "
         f"model in {workdir} was trained on {info['num_classes']}.")
-  train.check_against_data(config, spec, dataset, mesh.devices.size)
+  train.check_against_data(config, spec, dataset, mesh.devices.size,
+                           training=False)
   evaluate = evaluation.make_evaluator(spec.model, spec.objective, spec.dtype,
                                        config.eval_batch_size, mesh,
                                        per_class=True)

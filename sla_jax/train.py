@@ -117,8 +117,12 @@ class LoopState:
 
 # ----------------------------------------------------------------- checks ---
 def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
-                       num_devices: int) -> None:
-  """ConfigError unless the config fits this dataset and device count."""
+                       num_devices: int, training: bool = True) -> None:
+  """ConfigError unless the config fits this dataset and device count.
+
+  ``training=False`` (evaluation): only the views and the labels; the batch
+  and input-pipeline checks concern training.
+  """
   objective = spec.objective
   try:
     jax.eval_shape(objective.group.apply,
@@ -134,6 +138,8 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
                             f"dataset {dataset.name!r} {name} labels")
       except ValueError as e:
         raise ConfigError(str(e)) from None
+  if not training:
+    return
   if config.batch_size % num_devices:
     raise ConfigError(
         f"batch_size={config.batch_size} is not divisible by the "

@@ -38,6 +38,15 @@ def test_eval_reproduces_results_json_exactly(trained):
     np.testing.assert_allclose(per_class, np.diag(counts) / counts.sum(1))
 
 
+def test_eval_checks_only_what_evaluating_reads(trained):
+  """Training-side numbers (batch_size, val_size) do not bar another (small)
+  dataset from the test split."""
+  workdir, _, results = trained
+  out = inference.evaluate_workdir(workdir, "best", "test",
+                                   {"batch_size": "100000", "val_size": "100000"})
+  assert out["metrics"] == results["test"]
+
+
 def test_eval_latest_and_other_checkpoints(trained):
   workdir, config, results = trained
   latest = inference.evaluate_workdir(workdir, "latest", "test")
