@@ -130,6 +130,13 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
   except ValueError as e:
     raise ConfigError(f"dataset {dataset.name!r} with transform "
                       f"{objective.group.name!r}: {e}") from None
+  if spec.augment is not None:  # its parameters' values, before any tracing
+    try:
+      jax.eval_shape(spec.augment, jax.random.key(0),
+                     jax.ShapeDtypeStruct((2,) + dataset.image_shape, jnp.float32),
+                     jax.ShapeDtypeStruct((2,), jnp.int32))
+    except ValueError as e:
+      raise ConfigError(f"augment {config.augment.name!r}: {e}") from None
   for name in ("train", "val", "test"):
     split = getattr(dataset, name)
     if split.labels is not None:

@@ -26,6 +26,14 @@ def test_config_names_and_parameters_are_checked():
     spec.resolve(config, 10)
 
 
+def test_bad_augmentation_values_stop_the_trainer_before_training(tmp_path):
+  config = sp.make_config(**{"augment.name": "autoaugment",
+                             "augment.autoaugment.policy": "foo"})
+  with pytest.raises(train.ConfigError, match="augment 'autoaugment'.*unknown policy 'foo'"):
+    train.train_and_evaluate(config, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
+
+
 def test_chain_runs_ops_in_order_with_their_parameters():
   key = jax.random.key(0)
   images = jnp.full((4, 8, 8, 3), 0.25)
