@@ -1,0 +1,39 @@
+"""Evidence grid: the 100-class data for 5 epochs of all its images on 2 CPU cores: does SLA's gain appear?
+
+    tar xzf ../shared/data/tinyimagenet100-32.tar.gz -C /tmp
+    python -m sla_jax.experiments --grid configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32 \
+        --out results/tinyimagenet100_long_cpu
+
+Baseline and SLA with rotations, seeds 0-2, on the network of
+configs/grid_tinyimagenet100_cpu.py (CIFAR ResNet-8, batch 64 images x M views)
+but on every training image (49 000 after a seeded 1 000-image validation
+split, against 200 per class there) for 3 840 SGD steps = 5 epochs (lr 0.1,
+x0.1 at 50 % / 75 %): four times the images seen by the 3-epoch grid, where
+every network stayed near 10 % and SLA did not help. The 5 000 test images;
+evaluation every 480 steps; the trainer's default of one CPU device per core.
+The 6 runs take about 75 minutes on the 2 cores (rerunning the command
+resumes). Results: results/tinyimagenet100_long_cpu/RESULTS.md.
+"""
+
+import ml_collections
+
+from sla_jax import config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, data="/tmp/tinyimagenet100-32")
+  g = ml_collections.ConfigDict()
+  g.title = ("tinyimagenet100-32 (100 classes), ResNet-8, all 49 000 training "
+             "images, 3 840 steps x 64 images (5 epochs), CPU")
+  g.config = (f"configs/tinyimagenet100_32.py:data={arg.data},depth=8,"
+              f"steps=3840,batch_size=64")
+  g.runs = ("baseline/rotation", "sla/rotation")
+  g.seeds = (0, 1, 2)
+  g.overrides = {"val_size": 1000, "eval_every": 480, "checkpoint_every": 480,
+                 "log_every": 96, "eval_batch_size": 1000}
+  g.description = (
+      "Data: the shared tinyimagenet100-32 (100 ImageNet classes at 32 px), a "
+      "seeded 1 000-image validation split, the other 49 000 training images, "
+      "the 5 000 test images. Schedule: configs/grid_tinyimagenet100_long_cpu."
+      "py (ResNet-8, 3 840 steps of 64 images x M views: 5 epochs).")
+  return g
