@@ -34,7 +34,7 @@ import jax
 import numpy as np
 import torch
 
-from benchmarks import torch_sla
+from benchmarks import original_side_by_side, torch_sla
 from sla_jax import bench, config_lib, xla_env
 
 SHARED = pathlib.Path(os.environ.get(
@@ -92,7 +92,6 @@ def config_step(config, image_shape, num_classes: int):
 
 def official_step(path: str, depth: int, batch_size: int, device: str):
   """``call()``: one update of the original hankook/SLA code at ``path`` (its engine's process function)."""
-  from benchmarks import original_side_by_side  # pylint: disable=g-import-not-at-top
   models, augmentations, trainers = original_side_by_side.import_official(path)
   torch.manual_seed(0)
   transform, m = augmentations.rotation()
@@ -209,6 +208,11 @@ def main():
   if args.official and not os.path.isdir(args.official):
     parser.error(f"--official {args.official}: no such directory (a checkout "
                  f"of hankook/SLA)")
+  if args.official:
+    try:  # before minutes of compiling and timing
+      original_side_by_side.import_official(args.official)
+    except original_side_by_side.OfficialCodeError as e:
+      parser.error(str(e))
   if args.depth < 8 or (args.depth - 2) % 6:
     parser.error(f"--depth {args.depth}: a CIFAR ResNet has depth 6n + 2 "
                  f"(8, 14, 20, 32, ...)")

@@ -48,13 +48,23 @@ METRIC_NAMES = {
 }
 
 
+class OfficialCodeError(ValueError):
+  """``--official`` does not lead to an importable checkout of hankook/SLA."""
+
+
 def import_official(path: str):
-  """The original's ``models``, ``augmentations`` and ``trainers`` modules."""
+  """The original's ``models``, ``augmentations`` and ``trainers`` modules.
+
+  Raises OfficialCodeError (one line: the CLIs pass it to ``parser.error``) for
+  a folder that is not a checkout, or one whose imports need a package that is
+  not installed (its trainers import pytorch-ignite).
+  """
   path = str(pathlib.Path(path).resolve())
   if not (pathlib.Path(path) / "trainers.py").exists():
-    raise SystemExit(f"--official {path}: no trainers.py there; pass a "
-                     f"checkout of hankook/SLA.")
-  sys.path.insert(0, path)
+    raise OfficialCodeError(f"--official {path}: no trainers.py there; pass a "
+                            f"checkout of hankook/SLA")
+  if path not in sys.path:
+    sys.path.insert(0, path)
   try:
     from benchmarks import torch_sla  # pylint: disable=g-import-not-at-top
     torch_sla.import_torchvision()
@@ -66,9 +76,18 @@ def import_official(path: str):
     tv.models.resnet = types.ModuleType("torchvision.models.resnet")
     sys.modules.update({"torchvision": tv, "torchvision.models": tv.models,
                         "torchvision.models.resnet": tv.models.resnet})
-  return (importlib.import_module("models"),
-          importlib.import_module("augmentations"),
-          importlib.import_module("trainers"))
+  try:
+    return (importlib.import_module("models"),
+            importlib.import_module("augmentations"),
+            importlib.import_module("trainers"))
+  except ModuleNotFoundError as e:
+    package = _PIP_NAMES.get(e.name, e.name)
+    raise OfficialCodeError(
+        f"--official {path}: its code needs the module {e.name!r}, which is "
+        f"not installed (pip install {package})") from e
+
+
+_PIP_NAMES = {"ignite": "pytorch-ignite"}  # import name -> pip name, where they differ
 
 
 def to_tensor_normalized(torch, images_uint8):
@@ -210,6 +229,10 @@ def main():
       parser.error(f"--modes: {mode!r} is not one of {', '.join(MODES)}")
   if args.steps % args.eval_every:
     parser.error("--steps must be a multiple of --eval_every")
+  try:
+    mods = import_official(args.official)
+  except OfficialCodeError as e:
+    parser.error(str(e))
 
   import torch  # pylint: disable=g-import-not-at-top
   if args.threads:
@@ -218,7 +241,6 @@ def main():
   config = config_lib.base_config()
   config.dataset, config.val_size = f"folder:{args.data}", args.val_size
   dataset = data.load(config)
-  mods = import_official(args.official)
   out = pathlib.Path(args.out)
   for seed in map(int, args.seeds.split(",")):
     for mode in modes:

@@ -165,6 +165,10 @@ def main():
   args = parser.parse_args()
   if args.steps < 4 or args.check_every < 1:
     parser.error("--steps must be >= 4 and --check_every >= 1")
+  try:
+    mods = original_side_by_side.import_official(args.official)
+  except original_side_by_side.OfficialCodeError as e:
+    parser.error(str(e))
 
   import torch  # pylint: disable=g-import-not-at-top
   if args.threads:
@@ -181,7 +185,6 @@ def main():
   checkpoints = set(range(args.check_every, args.steps + 1, args.check_every))
   checkpoints.add(args.steps)
 
-  mods = original_side_by_side.import_official(args.official)
   torch.manual_seed(args.seed)
   initial = mods[0].check_model(f"cresnet{args.depth}", 40)
   initial_state = {"depth": args.depth,

@@ -1,11 +1,17 @@
-"""benchmarks/side_by_side_report.py on hand-made run folders."""
+"""benchmarks/side_by_side_report.py on hand-made run folders; the --official checks."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 from scipy import stats
 
-from benchmarks import side_by_side_report
+from benchmarks import original_side_by_side, side_by_side_report
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(root, name, test, best_step=600):
@@ -31,3 +37,42 @@ def test_report_pairs_runs_and_computes_the_gap(tmp_path):
   xla = next(l for l in text.splitlines() if "conv_weight_grad=xla | acc_si" in l)
   assert "| 41.00 (1) |" in xla and xla.endswith("| – |")
   assert "| ours | sla_rotation_xla | 0 | acc_si 41.00, acc_ag 42.00 | 600 |" in text
+
+
+def _fake_checkout(root, models_source):
+  root.mkdir()
+  (root / "trainers.py").write_text("# the original's engine\n")
+  (root / "models.py").write_text(models_source)
+  return root
+
+
+@pytest.mark.parametrize("module", ["benchmarks.original_side_by_side",
+                                    "benchmarks.paired_trajectory"])
+@pytest.mark.parametrize("case,message", [
+    ("empty", "no trainers.py there; pass a checkout of hankook/SLA"),
+    ("missing", "its code needs the module 'sla_test_not_installed', which is "
+                "not installed (pip install sla_test_not_installed)"),
+])
+def test_an_unusable_official_checkout_is_one_line_and_exit_2(
+    tmp_path, module, case, message):
+  if case == "empty":
+    official = tmp_path / "empty"
+    official.mkdir()
+  else:
+    official = _fake_checkout(tmp_path / "checkout",
+                              "import sla_test_not_installed\n")
+  out = tmp_path / "out"
+  run = subprocess.run(
+      [sys.executable, "-m", module, "--official", str(official),
+       "--data", str(tmp_path / "no_data"), "--out", str(out)],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert run.returncode == 2, run.stderr
+  lines = run.stderr.strip().splitlines()  # argparse: the usage, then one error line
+  assert lines[0].startswith("usage:") and "Traceback" not in run.stderr, run.stderr
+  assert [l for l in lines if "error:" in l] == [lines[-1]]
+  assert message in lines[-1] and "error: --official " in lines[-1]
+  assert not out.exists()  # nothing written
+
+
+def test_the_original_needs_pytorch_ignite_by_its_pip_name():
+  assert original_side_by_side._PIP_NAMES["ignite"] == "pytorch-ignite"  # pylint: disable=protected-access
