@@ -48,6 +48,9 @@ METRIC_NAMES = {
 }
 
 
+_PIP_NAMES = {"ignite": "pytorch-ignite"}  # import name -> pip name, where they differ
+
+
 class OfficialCodeError(ValueError):
   """``--official`` does not lead to an importable checkout of hankook/SLA."""
 
@@ -85,9 +88,6 @@ def import_official(path: str):
     raise OfficialCodeError(
         f"--official {path}: its code needs the module {e.name!r}, which is "
         f"not installed (pip install {package})") from e
-
-
-_PIP_NAMES = {"ignite": "pytorch-ignite"}  # import name -> pip name, where they differ
 
 
 def to_tensor_normalized(torch, images_uint8):
