@@ -29,6 +29,7 @@ is the SD head -> ``acc_sd``); finished runs are skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import pathlib
@@ -68,26 +69,45 @@ def import_official(path: str):
                             f"checkout of hankook/SLA")
   if path not in sys.path:
     sys.path.insert(0, path)
+  with _torchvision_or_stand_in():
+    try:
+      return (importlib.import_module("models"),
+              importlib.import_module("augmentations"),
+              importlib.import_module("trainers"))
+    except ModuleNotFoundError as e:
+      package = _PIP_NAMES.get(e.name, e.name)
+      raise OfficialCodeError(
+          f"--official {path}: its code needs the module {e.name!r}, which is "
+          f"not installed (pip install {package})") from e
+
+
+@contextlib.contextmanager
+def _torchvision_or_stand_in():
+  """Real torchvision if it imports, else empty modules for the duration only.
+
+  The original's models/__init__.py imports torchvision.models.resnet for its
+  ImageNet models only; an empty stand-in lets the CIFAR ResNets import. It
+  leaves sys.modules afterwards, so later code in the process (a test, say)
+  finds torchvision absent rather than hollow.
+  """
   try:
     from benchmarks import torch_sla  # pylint: disable=g-import-not-at-top
     torch_sla.import_torchvision()
   except Exception:  # pylint: disable=broad-except
-    # models/__init__.py imports torchvision.models.resnet for its ImageNet
-    # models only; an empty stand-in lets the CIFAR ResNets import.
     tv = types.ModuleType("torchvision")
     tv.models = types.ModuleType("torchvision.models")
     tv.models.resnet = types.ModuleType("torchvision.models.resnet")
-    sys.modules.update({"torchvision": tv, "torchvision.models": tv.models,
-                        "torchvision.models.resnet": tv.models.resnet})
+    stand_in = {"torchvision": tv, "torchvision.models": tv.models,
+                "torchvision.models.resnet": tv.models.resnet}
+  else:
+    stand_in = {}
+  sys.modules.update(stand_in)
   try:
-    return (importlib.import_module("models"),
-            importlib.import_module("augmentations"),
-            importlib.import_module("trainers"))
-  except ModuleNotFoundError as e:
-    package = _PIP_NAMES.get(e.name, e.name)
-    raise OfficialCodeError(
-        f"--official {path}: its code needs the module {e.name!r}, which is "
-        f"not installed (pip install {package})") from e
+    yield
+  finally:
+    for name, module in stand_in.items():
+      if sys.modules.get(name) is module:
+        del sys.modules[name]
 
 
 def to_tensor_normalized(torch, images_uint8):

@@ -129,7 +129,12 @@ def import_torchvision():
   meta-registrations (detection ops, which the ResNets never use) are stubbed
   before the import.
   """
-  sys.modules.setdefault("torchvision._meta_registrations",
-                         types.ModuleType("torchvision._meta_registrations"))
-  import torchvision  # pylint: disable=g-import-not-at-top
+  stub_name = "torchvision._meta_registrations"
+  stub = sys.modules.setdefault(stub_name, types.ModuleType(stub_name))
+  try:
+    import torchvision  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    if sys.modules.get(stub_name) is stub:  # leave no trace of a failed import
+      del sys.modules[stub_name]
+    raise
   return torchvision

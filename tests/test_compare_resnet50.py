@@ -12,7 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from benchmarks import compare_resnet50  # pylint: disable=g-import-not-at-top
+from tests import torch_util  # pylint: disable=g-import-not-at-top
 from tests.subprocess_util import REPO  # pylint: disable=g-import-not-at-top
+
+torch_util.import_torchvision_or_skip()
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from tests import torch_util
 
 
 def test_tpu_pod_dry_run_for_imagenet(tmp_path):
@@ -185,6 +186,8 @@ def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
     return  # the side-by-side parts need the [bench] extra
   compare = [json.loads(l) for l in (out / "compare.jsonl").read_text().splitlines()]
   assert [c["torch_variant"] for c in compare] == ["fp32", "bf16_channels_last"]
+  if torch_util.import_torchvision_or_none() is None:
+    return  # torch alone: the ResNet-50 part needs torchvision too
   r50 = json.loads((out / "resnet50.jsonl").read_text().splitlines()[-1])
   assert r50["model"] == "resnet50" and r50["jax_median_s"] > 0
 

@@ -76,3 +76,27 @@ def test_an_unusable_official_checkout_is_one_line_and_exit_2(
 
 def test_the_original_needs_pytorch_ignite_by_its_pip_name():
   assert original_side_by_side._PIP_NAMES["ignite"] == "pytorch-ignite"  # pylint: disable=protected-access
+
+
+def test_the_torchvision_stand_in_does_not_outlive_the_originals_import(tmp_path):
+  """Without torchvision, the original's models import against empty modules,
+  which leave sys.modules afterwards: later code finds torchvision absent, not
+  hollow (a hollow one once failed the torchvision tests in the same worker)."""
+  official = _fake_checkout(
+      tmp_path / "checkout",
+      "import torchvision.models.resnet\nRESNET = torchvision.models.resnet\n")
+  (official / "augmentations.py").write_text("")
+  script = (
+      "import importlib.util, sys\n"
+      "from benchmarks import original_side_by_side\n"
+      "real = importlib.util.find_spec('torchvision') is not None\n"
+      f"models, _, _ = original_side_by_side.import_official({str(official)!r})\n"
+      "tv = sys.modules.get('torchvision')\n"
+      "assert (tv is not None) == real and (tv is None or tv.__spec__), tv\n"
+      "assert 'torchvision._meta_registrations' not in sys.modules or real\n"
+      "assert models.RESNET.__name__ == 'torchvision.models.resnet'\n"
+      "print('real' if real else 'stand-in')\n")
+  run = subprocess.run([sys.executable, "-c", script], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert run.returncode == 0, run.stderr
+  assert run.stdout.strip() in ("real", "stand-in")

@@ -11,17 +11,14 @@ import numpy as np
 import pytest
 
 from sla_jax import models
+from tests import torch_util
 
 torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
 def torchvision_models():
-  from benchmarks import torch_sla  # pylint: disable=g-import-not-at-top
-  try:
-    return torch_sla.import_torchvision().models
-  except Exception as e:  # pylint: disable=broad-except
-    pytest.skip(f"torchvision does not import here: {e}")
+  return torch_util.import_torchvision_or_skip().models
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
