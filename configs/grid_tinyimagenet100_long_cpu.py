@@ -3,6 +3,9 @@
     tar xzf ../shared/data/tinyimagenet100-32.tar.gz -C /tmp
     python -m sla_jax.experiments --grid configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32 \
         --out results/tinyimagenet100_long_cpu
+    python -m sla_jax.experiments \
+        --grid configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32,depth=20 \
+        --out results/tinyimagenet100_long_cpu_r20
 
 Baseline and SLA with rotations, seeds 0-2, on the network of
 configs/grid_tinyimagenet100_cpu.py (CIFAR ResNet-8, batch 64 images x M views)
@@ -16,6 +19,11 @@ run; rerunning the command resumes). Results:
 results/tinyimagenet100_long_cpu/RESULTS.md. Result reached (all 6 runs, code
 of be80aa2): baseline 25.11 +- 0.44 %, SLA AG 23.61 +- 0.76 (SI 22.64 +- 0.92):
 SLA stays below the baseline with this small network (analysis.md there).
+
+``depth=20`` (CIFAR ResNet-20, 0.27 M parameters against ResNet-8's 0.08 M;
+same data, batch and schedule) tests that reading's likely cause, capacity:
+results/tinyimagenet100_long_cpu_r20 (launch/cpu_evidence.sh runs it; about
+three times the compute of ResNet-8).
 """
 
 import ml_collections
@@ -24,11 +32,11 @@ from sla_jax import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, data="/tmp/tinyimagenet100-32")
+  arg = config_lib.parse_arg(arg, data="/tmp/tinyimagenet100-32", depth=8)
   g = ml_collections.ConfigDict()
-  g.title = ("tinyimagenet100-32 (100 classes), ResNet-8, all 49 000 training "
-             "images, 3 840 steps x 64 images (5 epochs), CPU")
-  g.config = (f"configs/tinyimagenet100_32.py:data={arg.data},depth=8,"
+  g.title = (f"tinyimagenet100-32 (100 classes), ResNet-{arg.depth}, all 49 000 "
+             "training images, 3 840 steps x 64 images (5 epochs), CPU")
+  g.config = (f"configs/tinyimagenet100_32.py:data={arg.data},depth={arg.depth},"
               f"steps=3840,batch_size=64")
   g.runs = ("baseline/rotation", "sla/rotation")
   g.seeds = (0, 1, 2)
@@ -38,5 +46,5 @@ def get_config(arg=None):
       "Data: the shared tinyimagenet100-32 (100 ImageNet classes at 32 px), a "
       "seeded 1 000-image validation split, the other 49 000 training images, "
       "the 5 000 test images. Schedule: configs/grid_tinyimagenet100_long_cpu."
-      "py (ResNet-8, 3 840 steps of 64 images x M views: 5 epochs).")
+      f"py (ResNet-{arg.depth}, 3 840 steps of 64 images x M views: 5 epochs).")
   return g
