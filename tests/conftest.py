@@ -20,6 +20,18 @@ REFERENCE = SHARED / "reference" / "official_resnet32_rotation.npz"
 CIFAR10_JPEG = SHARED / "data" / "cifar10-jpeg.tar.gz"
 
 
+def evidence_grids() -> list[tuple[str, str, str]]:
+  """launch/cpu_evidence.sh's GRIDS entries, in order: (name, grid file, its argument)."""
+  text = (REPO / "launch" / "cpu_evidence.sh").read_text()
+  body = text.split("GRIDS=(", 1)[1].split("\n)", 1)[0]
+  grids = []
+  for line in filter(None, map(str.strip, body.splitlines())):
+    name, _, grid = line.strip('"').partition(":")
+    path, _, arg = grid.partition(":")
+    grids.append((name, path, arg))
+  return grids
+
+
 @pytest.fixture(scope="session")
 def reference():
   """The original PyTorch implementation's numbers (skips if absent)."""

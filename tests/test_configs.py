@@ -5,7 +5,7 @@ import importlib.util
 import jax
 import pytest
 
-from conftest import REPO
+from conftest import REPO, evidence_grids
 from sla_jax import config_lib, models, objectives, spec
 
 # Trainer configs (fewshot*.py configure sla_jax.fewshot_main: tests/test_fewshot_train.py).
@@ -46,10 +46,17 @@ def test_config_resolves_to_a_model_with_joint_logits(path):
   assert "python -m sla_jax" in _load(path).__doc__  # its command
 
 
-@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
-def test_grid_runs_are_valid_trainer_configs(path):
+# Every grid file with its defaults, and as launch/cpu_evidence.sh runs it.
+GRID_ARGS = [(path, None) for path in GRIDS] + [
+    (REPO / path, arg) for _, path, arg in evidence_grids()
+    if "fewshot" not in path]
+
+
+@pytest.mark.parametrize("path,arg", GRID_ARGS,
+                         ids=lambda a: a.name if hasattr(a, "name") else a)
+def test_grid_runs_are_valid_trainer_configs(path, arg):
   from sla_jax import experiments  # pylint: disable=g-import-not-at-top
-  grid = _load(path).get_config(None)
+  grid = _load(path).get_config(arg)
   config_file, _, arg = grid.config.partition(":")
   base = _load(REPO / config_file).get_config(arg or None)
   for run in experiments.expand(grid):

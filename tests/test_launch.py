@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, evidence_grids
 from tests import torch_util
 
 
@@ -54,14 +54,6 @@ def test_the_pod_command_parses_locally(tmp_path):
   assert "imagenet2012" in proc.stderr and "not prepared" in proc.stderr
 
 
-def _evidence_grid_names():
-  """The names of cpu_evidence.sh's GRIDS entries, in order, read from the script."""
-  text = (REPO / "launch" / "cpu_evidence.sh").read_text()
-  body = text.split("GRIDS=(", 1)[1].split("\n)", 1)[0]
-  return [line.strip().strip('"').split(":")[0]
-          for line in body.splitlines() if line.strip()]
-
-
 def _evidence(tmp_path, *args):
   env = dict(os.environ, EVIDENCE=str(tmp_path / "evidence"),
              RESULTS=str(tmp_path / "results"), PYTHON=sys.executable,
@@ -83,7 +75,7 @@ def test_cpu_evidence_status_and_collect(tmp_path):
   status = _evidence(tmp_path, "status")
   assert status.returncode == 0, status.stderr
   assert "fewshot_cpu: 1 finished, 2 started" in status.stdout
-  names = _evidence_grid_names()
+  names = [name for name, _, _ in evidence_grids()]
   assert len(names) >= 9 and "tinyimagenet100_long_cpu" in names
   assert [line.split(":")[0] for line in status.stdout.splitlines()] == names  # every grid
   collect = _evidence(tmp_path, "collect", "fewshot_cpu")
