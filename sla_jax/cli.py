@@ -2,13 +2,15 @@
 
 absl's ``--help`` lists only the flags of the ``__main__`` module, which for an
 installed console script is the wrapper, so each tool names its own flags
-here; a flag or config-file error (an unknown ``--config.FIELD``, a bad
-``file.py:ARGS``) becomes one line on stderr and exit status 2 instead of a
-traceback.
+here; a flag or config-file error (an unknown ``--config.FIELD``, named with
+its nearest existing fields; a bad ``file.py:ARGS``) becomes one line on
+stderr and exit status 2 instead of a traceback.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 
@@ -37,7 +39,65 @@ def usage(doc: str, flag_names: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
-def _one_line(e: BaseException) -> str:
+# What a bad flag or config file raises while the flags are parsed.
+_FLAG_ERRORS = (flags.Error, ValueError, KeyError, AttributeError, TypeError,
+                OSError, SyntaxError)
+
+
+def _config_file_text(argv: Sequence[str], name: str) -> str | None:
+  """The value of ``--name=FILE[:ARGS]`` / ``--name FILE[:ARGS]`` in ``argv``."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{name}="):
+      return arg.split("=", 1)[1]
+    if arg == f"--{name}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _loaded_config(argv: Sequence[str], name: str):
+  """The ConfigDict that config file flag ``name`` names in ``argv``, loaded
+  without its overrides (None: not given or it does not load).
+
+  Loaded here because ml_collections keeps no value once an override failed.
+  """
+  text = _config_file_text(argv, name)
+  if text is None:
+    return None
+  path, dot_py, arg = text.partition(".py:")
+  path += dot_py and ".py"
+  try:
+    module_spec = importlib.util.spec_from_file_location("_config_file", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None) if dot_py else module.get_config()
+  except (*_FLAG_ERRORS, ImportError):
+    return None
+
+
+def _unknown_field(argv: Sequence[str]) -> str | None:
+  """The first ``--config.PATH`` override in ``argv`` that names no field, with
+  the nearest existing names (None when every path exists)."""
+  for name in _CONFIG_FILE_FLAGS:
+    config = _loaded_config(argv, name)
+    prefix = f"--{name}."
+    for arg in argv:
+      if config is None or not arg.startswith(prefix):
+        continue
+      node, known = config, []
+      for part in arg[len(prefix):].split("=", 1)[0].split("."):
+        if hasattr(node, "keys") and part in node:
+          node, known = node[part], known + [part]
+          continue
+        missing = ".".join(known + [part])
+        names = list(node.keys()) if hasattr(node, "keys") else []
+        close = [".".join(known + [c]) for c in difflib.get_close_matches(
+            part, names, n=3, cutoff=0.6)]
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        return f"unknown config field '{missing}'{hint} (see --help)"
+  return None
+
+
+def _one_line(e: BaseException, argv: Sequence[str] = ()) -> str:
   """The error's message; for a config file that raised, the raised error's line."""
   text = str(e)
   if "Traceback" in text:  # config_flags embeds the config file's traceback
@@ -45,7 +105,9 @@ def _one_line(e: BaseException) -> str:
     last = [line for line in text.splitlines() if line.strip()][-1].strip()
     return f"{flag}: {last}"
   if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an unknown field
-    return f"unknown config field '{text.strip(chr(34) + chr(39))}' (see --help)"
+    first = str(e.args[0]).splitlines()[0] if e.args else text
+    return _unknown_field(argv) or (
+        f"unknown config field '{first.strip(chr(34) + chr(39))}' (see --help)")
   text = text.replace("Configuration is not available because of an earlier "
                       "failure to load: ", "")
   if text.startswith("Failed loading config file") and "[Errno 2] " in text:
@@ -61,9 +123,8 @@ def _parse(argv, prog: str):
       if name in flags.FLAGS and flags.FLAGS[name].present:
         flags.FLAGS[name].value.keys()  # a config file that failed to load
     return rest
-  except (flags.Error, ValueError, KeyError, AttributeError, TypeError,
-          OSError, SyntaxError) as e:
-    print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+  except _FLAG_ERRORS as e:
+    print(f"{prog}: error: {_one_line(e, argv)}", file=sys.stderr)
     sys.exit(2)
 
 

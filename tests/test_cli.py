@@ -48,6 +48,8 @@ _WRITERS = {"sla_jax.main": ("sla-train", "--workdir"),
     ("sla_jax.main", ["--config", "configs/no_such_config.py"], "No such file or directory"),
     ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.optimizer.lr=1"],
      "unknown config field 'optimizer'"),
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.model.dept=3"],
+     "unknown config field 'model.dept'; did you mean model.depth? (see --help)"),
     ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.log_every=0"],
      "log_every must be a whole number >= 1; got 0."),
     ("sla_jax.main", ["--config", "configs/quickstart.py", "surplus"],
@@ -68,6 +70,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, module, args, message):
   proc = _run(module, *args, f"{output_flag}={tmp_path / 'out'}")
   _assert_one_error_line(proc, prog, message)
   assert not (tmp_path / "out").exists()  # nothing started
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.steps=3", "unknown config field 'steps'; did you mean total_steps?"),
+    ("--config.model.dept=3", "unknown config field 'model.dept'; did you mean model.depth?"),
+    ("--config.optimizer.lr=1", "unknown config field 'optimizer' (see --help)"),
+])
+@pytest.mark.parametrize("config_flag", [["--config", "configs/quickstart.py"],
+                                         ["--config=configs/quickstart.py:seed=1"]])
+def test_an_unknown_config_field_names_its_path_and_the_nearest_fields(
+    monkeypatch, config_flag, override, message):
+  from sla_jax import cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(sp.REPO)
+  argv = ["sla-train", *config_flag, "--workdir=/tmp/unused", override]
+  assert cli._unknown_field(argv).startswith(message)  # pylint: disable=protected-access
+  assert cli._unknown_field(argv[:-1]) is None  # pylint: disable=protected-access
 
 
 def _assert_one_error_line(proc, prog, message):
