@@ -80,8 +80,8 @@ def _unknown_field(argv: Sequence[str]) -> str | None:
   for name in _CONFIG_FILE_FLAGS:
     config = _loaded_config(argv, name)
     prefix = f"--{name}."
-    for arg in argv:
-      if config is None or not arg.startswith(prefix):
+    for arg in argv if config is not None else ():
+      if not arg.startswith(prefix):
         continue
       node, known = config, []
       for part in arg[len(prefix):].split("=", 1)[0].split("."):
