@@ -22,8 +22,9 @@ SLA stays below the baseline with this small network (analysis.md there).
 
 ``depth=20`` (CIFAR ResNet-20, 0.27 M parameters against ResNet-8's 0.08 M;
 same data, batch and schedule) tests that reading's likely cause, capacity:
-results/tinyimagenet100_long_cpu_r20 (launch/cpu_evidence.sh runs it; about
-three times the compute of ResNet-8).
+results/tinyimagenet100_long_cpu_r20 (launch/cpu_evidence.sh runs it). On the
+2 cores a baseline run took 30 minutes and an SLA run about 1.6 hours
+(2026-12-06), so a session finishes at most one SLA run: start it early.
 """
 
 import ml_collections
