@@ -63,13 +63,14 @@ def _loaded_config(argv: Sequence[str], name: str):
   text = _config_file_text(argv, name)
   if text is None:
     return None
-  path, dot_py, arg = text.partition(".py:")
-  path += dot_py and ".py"
+  path, has_arg, arg = text.partition(".py:")
+  if has_arg:
+    path += ".py"
   try:
     module_spec = importlib.util.spec_from_file_location("_config_file", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg or None) if dot_py else module.get_config()
+    return module.get_config(arg or None) if has_arg else module.get_config()
   except (*_FLAG_ERRORS, ImportError):
     return None
 

@@ -57,8 +57,8 @@ GRID_ARGS = [(path, None) for path in GRIDS] + [
 def test_grid_runs_are_valid_trainer_configs(path, arg):
   from sla_jax import experiments  # pylint: disable=g-import-not-at-top
   grid = _load(path).get_config(arg)
-  config_file, _, arg = grid.config.partition(":")
-  base = _load(REPO / config_file).get_config(arg or None)
+  config_file, _, config_arg = grid.config.partition(":")
+  base = _load(REPO / config_file).get_config(config_arg or None)
   for run in experiments.expand(grid):
     overrides = {k: str(v) for k, v in experiments._overrides(grid, run).items()}  # pylint: disable=protected-access
     config = config_lib.apply_overrides(base, {
