@@ -50,8 +50,11 @@
 # files of 16 MiB at most; a ResNet-32 run keeps ~3.6 MiB: parameters and
 # momentum).
 # metrics.jsonl and results.json are inside: `cat runs.tgz.* | tar xz`.
-# To resume, put the pieces in $RUNS (e.g. .gpu/runs, carried).
-#   OUT=/tmp/gpu RUNS=.gpu/runs TRAIN_TIMEOUT=480 bash benchmarks/gpu_suite.sh train_many 80000 \
+# To resume, put the pieces in $RUNS (e.g. .gpu/runs, carried), or keep them
+# in the repository with launch/gpu_keep.sh, which leaves each unfinished run
+# as results/gpu_runs_in_progress/NAME.tgz: KEPT=results/gpu_runs_in_progress
+# resumes from those (a run already in $RUNS wins).
+#   OUT=/tmp/gpu RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress TRAIN_TIMEOUT=480 bash benchmarks/gpu_suite.sh train_many 80000 \
 #       baseline:0 sla:0 sla_sd:0 -- --config.model.dtype=bfloat16
 # bench_then_train_many (same arguments as train_many): both in one device
 # call, the bench (PARTS) within BENCH_DEADLINE seconds (default 330), packed
@@ -216,6 +219,10 @@ elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
     for spec in "${specs[@]}"; do
       objective=${spec%%:*}; seed=${spec#*:}; name=${PREFIX:-}${objective}_seed$seed
       names+=("$name")
+      # A run kept between sessions (launch/gpu_keep.sh): NAME.tgz in $runs or $KEPT.
+      for kept in "$runs/$name.tgz" "${KEPT:-/nonexistent}/$name.tgz"; do
+        [ ! -d "$runs/$name" ] && [ -f "$kept" ] && tar xzf "$kept" -C "$runs"
+      done
       XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.$(printf %02d $share)} \
         train_run "$name" "$objective" "$steps" --config.seed="$seed" \
         --config.keep_checkpoints=1 "$@" \

@@ -17,7 +17,8 @@
 # sla:0 sla_sd:0 -- --config.model.dtype=bfloat16", or the same arguments after
 # bench_then_train_many for both in one call; runs resume from
 # .gpu/runs, which this leaves in place: put an earlier call's runs.tgz.*
-# pieces or NAME.tgz there).
+# pieces or NAME.tgz there, and from results/gpu_runs_in_progress, where
+# launch/gpu_keep.sh keeps unfinished runs between sessions; it lists those).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SLA_SHARED_DIR:-../shared}
@@ -52,5 +53,8 @@ fi
 tree=$( (git ls-files -z | du -cb --files0-from=- 2>/dev/null || true) | awk 'END {print $1 + 0}')
 carried=$( (du -sb .gpu .whl 2>/dev/null || true) | awk '{s += $1} END {print s + 0}')
 echo "travels: $(( (tree + carried) / 1048576 )) MiB of 64 (checkout $(( tree / 1048576 )), .gpu + .whl $(( carried / 1048576 )))"
+for kept in results/gpu_runs_in_progress/*.tgz; do
+  [ -f "$kept" ] && echo "resumes: $(basename "$kept" .tgz) ($kept)"
+done
 echo "carry: [\".whl\", \".gpu\"]"
-echo "command: python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; SLA_SHARED_DIR=.gpu/shared ${official_env}RUNS=.gpu/runs OUT=\$OUT bash benchmarks/gpu_suite.sh ${MODE:-bench}"
+echo "command: python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; SLA_SHARED_DIR=.gpu/shared ${official_env}RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress OUT=\$OUT bash benchmarks/gpu_suite.sh ${MODE:-bench}"

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -241,6 +242,8 @@ def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_pat
   (repo / ".gpu/runs/runs.tgz.0").write_bytes(b"runs")
   (repo / ".gpu/shared").mkdir()
   (repo / ".gpu/shared/stale.tar.gz").write_bytes(b"old data")
+  (repo / "results/gpu_runs_in_progress").mkdir(parents=True)  # kept runs
+  (repo / "results/gpu_runs_in_progress/sla_seed1.tgz").write_bytes(b"run")
   out = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
   assert out.returncode == 0, out.stderr
@@ -251,15 +254,85 @@ def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_pat
   assert (repo / ".gpu/official/trainers.py").exists()
   assert not (repo / ".gpu/official/.git").exists()
   assert 'carry: [".whl", ".gpu"]' in out.stdout
+  assert ("resumes: sla_seed1 (results/gpu_runs_in_progress/sla_seed1.tgz)"
+          in out.stdout)
   command = next(l for l in out.stdout.splitlines() if l.startswith("command: "))
   assert command.endswith("SLA_SHARED_DIR=.gpu/shared OFFICIAL=.gpu/official "
-                          "RUNS=.gpu/runs OUT=$OUT bash benchmarks/gpu_suite.sh bench")
+                          "RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress "
+                          "OUT=$OUT bash benchmarks/gpu_suite.sh bench")
   assert len(command) - len("command: ") <= 2000  # the device tool's limit
   for args, message in ((["imagenet"], "unknown data 'imagenet'"),
                         (["tinyimagenet100"], "no "),):
     bad = subprocess.run(["bash", str(script), *args], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and message in bad.stderr
+
+
+def _returned_runs(tmp_path, runs):
+  """The files a train_many call returns: {name: (last step, finished)} as
+  workdirs packed into runs.tgz.* pieces; returns their folder."""
+  work, out = tmp_path / "work", tmp_path / "files_at"
+  shutil.rmtree(work, ignore_errors=True)
+  shutil.rmtree(out, ignore_errors=True)
+  out.mkdir(parents=True)
+  for name, (step, finished) in runs.items():
+    run = work / name
+    (run / "checkpoints" / str(step)).mkdir(parents=True)
+    (run / "checkpoints" / str(step) / "params").write_bytes(b"p" * 100)
+    (run / "best").mkdir()
+    (run / "best" / "params").write_bytes(b"b")
+    rows = [{"step": s, "train/loss": 1.0} for s in range(0, step + 1, 10)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if finished:
+      (run / "results.json").write_text(json.dumps({"final_step": step}))
+  tarball = subprocess.run(["tar", "czf", "-", "-C", str(work), *runs],
+                           check=True, capture_output=True).stdout
+  (out / "runs.tgz.0").write_bytes(tarball[:len(tarball) // 2])
+  (out / "runs.tgz.1").write_bytes(tarball[len(tarball) // 2:])
+  return out
+
+
+def test_gpu_keep_commits_finished_runs_and_keeps_unfinished_ones(tmp_path):
+  """launch/gpu_keep.sh: finished runs' logs go to results/GPU/NAME, unfinished
+  workdirs (without best/) to results/gpu_runs_in_progress/NAME.tgz, which is
+  deleted once the run finishes; an older call's files are refused."""
+  repo = tmp_path / "repo"
+  (repo / "launch").mkdir(parents=True)
+  script = repo / "launch" / "gpu_keep.sh"
+  script.write_text((REPO / "launch" / "gpu_keep.sh").read_text())
+  keep = lambda *args: subprocess.run(["bash", str(script), *map(str, args)],
+                                      capture_output=True, text=True, timeout=60)
+  kept = repo / "results/gpu_runs_in_progress"
+  files = _returned_runs(tmp_path, {"sla_seed0": (40, False),
+                                    "baseline_seed0": (80, True)})
+  out = keep(files, "h100")
+  assert out.returncode == 0, out.stderr
+  done = repo / "results/h100/baseline_seed0"
+  assert json.loads((done / "results.json").read_text()) == {"final_step": 80}
+  assert len((done / "metrics.jsonl").read_text().splitlines()) == 9
+  assert not (kept / "baseline_seed0.tgz").exists()
+  members = subprocess.run(["tar", "tzf", str(kept / "sla_seed0.tgz")], check=True,
+                           capture_output=True, text=True).stdout.split()
+  assert "sla_seed0/checkpoints/40/params" in members
+  assert "sla_seed0/metrics.jsonl" in members
+  assert not any("/best" in m for m in members)
+  assert not (repo / "results/h100/sla_seed0/results.json").exists()
+  assert "sla_seed0: at step 40, kept to resume" in out.stdout
+  # An older call's files (step 20 < 40) are refused; nothing is overwritten.
+  before = (kept / "sla_seed0.tgz").read_bytes()
+  old = keep(_returned_runs(tmp_path, {"sla_seed0": (20, False)}), "h100")
+  assert old.returncode == 2 and "before the kept one" in old.stderr
+  assert (kept / "sla_seed0.tgz").read_bytes() == before
+  # The next session finishes it: its tgz goes, its logs come.
+  out = keep(_returned_runs(tmp_path, {"sla_seed0": (80, True)}), "h100")
+  assert out.returncode == 0, out.stderr
+  assert (repo / "results/h100/sla_seed0/results.json").exists()
+  assert not kept.exists()
+  for args, message in (([], "usage: gpu_keep.sh"),
+                        ([tmp_path / "nothing", "h100"], "no runs.tgz.*"),
+                        ([files, "../h100"], "must be a folder name")):
+    bad = keep(*args)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr
 
 
 @pytest.mark.slow
@@ -277,7 +350,6 @@ def test_gpu_suite_train_any_config_and_resume_from_its_tgz(tmp_path):
   assert (out / "qs_seed1.metrics.jsonl").exists()
   # A later machine: only the returned tgz, carried in RUNS: the run resumes
   # from its last checkpoint (here the end: nothing left to train).
-  import shutil  # pylint: disable=g-import-not-at-top
   saved = runs / "qs_seed1" / "checkpoints" / "20"
   mtime = saved.stat().st_mtime
   shutil.rmtree(runs)
@@ -323,7 +395,6 @@ def test_gpu_suite_trains_several_runs_at_once_and_resumes_them(tmp_path):
   assert "qs_baseline_seed3/metrics.jsonl" in members
   assert not any("/best/" in m for m in members)
   # A later machine: only the pieces, carried in RUNS; nothing is retrained.
-  import shutil  # pylint: disable=g-import-not-at-top
   saved = {name: (runs / name / "checkpoints" / "20").stat().st_mtime
            for name in summary}
   shutil.rmtree(runs)
@@ -337,6 +408,20 @@ def test_gpu_suite_trains_several_runs_at_once_and_resumes_them(tmp_path):
     assert again[name]["results"] == summary[name]["results"]
     checkpoint = runs / name / "checkpoints" / "20"
     assert int(checkpoint.stat().st_mtime) == int(saved[name])  # not retrained
+  # A later session: one run kept in the repository as NAME.tgz
+  # (launch/gpu_keep.sh), found through KEPT; nothing is retrained.
+  kept = tmp_path / "kept"
+  kept.mkdir()
+  subprocess.run(["tar", "czf", str(kept / "qs_sla_seed0.tgz"), "-C", str(runs),
+                  "qs_sla_seed0"], check=True)
+  shutil.rmtree(runs)
+  runs.mkdir()
+  subprocess.run(cmd[:5] + cmd[6:], cwd=REPO, env=dict(env, KEPT=str(kept)),
+                 check=True, timeout=600, capture_output=True)
+  (row,) = map(json.loads, (out / "summary.jsonl").read_text().splitlines())
+  assert row["results"] == summary["qs_sla_seed0"]["results"]
+  checkpoint = runs / "qs_sla_seed0" / "checkpoints" / "20"
+  assert int(checkpoint.stat().st_mtime) == int(saved["qs_sla_seed0"])
   for bad_args, message in ((["train_many", "20"], "usage: gpu_suite.sh train_many"),
                             (["train_many", "x", "sla:0"], "usage: gpu_suite.sh train_many"),
                             (["train_many", "20", "sla"], "'sla' is not OBJECTIVE:SEED")):
