@@ -6,7 +6,8 @@
 # A session's checkout and its ignored folders (.gpu/runs) are gone by the
 # next session, and a device session gives 15 minutes: an 80 000-step run
 # often spans sessions. This unpacks FILES_AT/runs.tgz.* and, per run:
-#   - its metrics.jsonl (and results.json once finished) to results/GPU/NAME/;
+#   - its metrics.jsonl (and results.json once finished) to results/GPU/NAME/
+#     (or to the results/*/NAME/ it started in, if an earlier call kept it);
 #   - unfinished: its workdir without best/ (parameters, momentum, one
 #     checkpoint: ~3.5 MB for ResNet-32) as results/gpu_runs_in_progress/NAME.tgz,
 #     from which the next call resumes (gpu_suite.sh train_many reads
@@ -26,7 +27,7 @@ fi
 ls "$from"/runs.tgz.* > /dev/null 2>&1 || {
   echo "gpu_keep.sh: no runs.tgz.* in $from (the files of a gpu_suite.sh train_many call)" >&2; exit 2; }
 kept=results/gpu_runs_in_progress
-mkdir -p "$kept" "results/$gpu"
+mkdir -p "$kept"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cat "$from"/runs.tgz.* | tar xzf - -C "$tmp"
 last_step() {  # metrics.jsonl -> the step of its last row (-1 if none)
@@ -40,6 +41,10 @@ for dir in "$tmp"/*/; do
   [ -f "$dir/metrics.jsonl" ] || { echo "$name: no metrics.jsonl, skipped"; continue; }
   step=$(last_step "$dir/metrics.jsonl")
   dest=results/$gpu/$name
+  for started in results/*/"$name"/metrics.jsonl; do  # a run stays where it started
+    [ -f "$started" ] && dest=$(dirname "$started")
+  done
+  [ "$dest" = "results/$gpu/$name" ] || echo "$name: started on another machine, kept in $dest"
   if [ -f "$dest/metrics.jsonl" ] && [ "$(last_step "$dest/metrics.jsonl")" -gt "$step" ]; then
     echo "gpu_keep.sh: $name: the returned run ends at step $step, before the kept one" \
          "($dest/metrics.jsonl); an older call's files? nothing of it kept" >&2

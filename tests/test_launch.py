@@ -323,10 +323,13 @@ def test_gpu_keep_commits_finished_runs_and_keeps_unfinished_ones(tmp_path):
   old = keep(_returned_runs(tmp_path, {"sla_seed0": (20, False)}), "h100")
   assert old.returncode == 2 and "before the kept one" in old.stderr
   assert (kept / "sla_seed0.tgz").read_bytes() == before
-  # The next session finishes it: its tgz goes, its logs come.
-  out = keep(_returned_runs(tmp_path, {"sla_seed0": (80, True)}), "h100")
+  # The next session finishes it, on another GPU: its tgz goes, its logs come
+  # to where it started.
+  out = keep(_returned_runs(tmp_path, {"sla_seed0": (80, True)}), "h200")
   assert out.returncode == 0, out.stderr
+  assert "kept in results/h100/sla_seed0" in out.stdout
   assert (repo / "results/h100/sla_seed0/results.json").exists()
+  assert not (repo / "results/h200").exists()
   assert not kept.exists()
   for args, message in (([], "usage: gpu_keep.sh"),
                         ([tmp_path / "nothing", "h100"], "no runs.tgz.*"),
