@@ -13,6 +13,9 @@
 #     from which the next call resumes (gpu_suite.sh train_many reads
 #     KEPT=results/gpu_runs_in_progress; launch/gpu_prepare.sh prints it);
 #   - finished: its NAME.tgz there is deleted (git history keeps the old ones).
+# Those tarballs are the repository's only checkpoints, there only while a run
+# is unfinished: the device session's files are gone otherwise, and an
+# 80 000-step ResNet-32 run needs most of a session's 15 minutes.
 # A run whose returned metrics end before those already kept is refused
 # (an older call's files): nothing of it is overwritten, exit status 2.
 # Commit results/ afterwards.
