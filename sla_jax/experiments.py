@@ -16,8 +16,10 @@ subprocess with its own workdir ``OUT/runs/<objective>_<transform>[_<variant>]_s
 ``"objective/transform/variant"`` adds the grid's ``variants[variant]``
 (trainer overrides, e.g. the feature-level pretext task) to that run. A run whose
 ``results.json`` exists is skipped, an interrupted one resumes from its
-checkpoint, so rerunning the same command finishes the grid. Wall time per run
-is summed over its invocations. After the runs, ``OUT/RESULTS.md`` gets the
+checkpoint, so rerunning the same command finishes the grid; a SIGTERM to the
+harness (or its process group) stops the running trainer at a checkpoint and
+the harness with exit status 75. Wall time per run is summed over its
+invocations. After the runs, ``OUT/RESULTS.md`` gets the
 mean ± std (over seeds) of every test metric at the best validation step, the
 commands, the machine and the wall times, with two plots beside it:
 ``curves.png`` (test accuracy vs step) and ``final.png`` (bar chart).
@@ -27,14 +29,17 @@ the numbers, kept across regenerations).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
 import platform
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -43,10 +48,10 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from sla_jax import cli, long_tail, objectives
+from sla_jax import cli, long_tail, objectives, preemption
 
-__all__ = ["Run", "expand", "run_grid", "collect", "metric_names", "summarize",
-           "write_results"]
+__all__ = ["Run", "Stopped", "expand", "run_grid", "collect", "metric_names",
+           "summarize", "write_results"]
 
 
 
@@ -147,8 +152,46 @@ def check_trainer_config(grid) -> None:
                      f"repository root for configs/grid_*.py).")
 
 
+class Stopped(Exception):
+  """SIGTERM reached the harness during a run; the run saved what it could."""
+
+  def __init__(self, run: Run, returncode: int):
+    super().__init__(
+        f"stopped (SIGTERM) during {run.name}; its trainer exited with "
+        f"{returncode} after saving a checkpoint (exit 75) or before its "
+        f"first one; rerun the same command to resume.")
+    self.returncode = returncode
+
+
+@contextlib.contextmanager
+def _forwarding_sigterm(proc: subprocess.Popen):
+  """Passes a SIGTERM on to ``proc`` (the running trainer, which saves a
+  checkpoint and stops) instead of ending the harness before it; yields a list
+  that holds True once one arrived. A signal sent to the whole process group
+  (``timeout``) reaches the trainer twice, which stops it the same way."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+
+  def forward(signum, frame):  # pylint: disable=unused-argument
+    received.append(True)
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGTERM)
+
+  previous = signal.signal(signal.SIGTERM, forward)
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def run_grid(grid, out: pathlib.Path, log=print) -> list[Run]:
-  """Runs every unfinished run of ``grid`` under ``out/runs``; returns the runs."""
+  """Runs every unfinished run of ``grid`` under ``out/runs``; returns the runs.
+
+  Raises :class:`Stopped` after a SIGTERM, once the running trainer has
+  stopped and its wall time is recorded.
+  """
   runs = expand(grid)
   check_trainer_config(grid)
   for i, run in enumerate(runs, 1):
@@ -161,10 +204,13 @@ def run_grid(grid, out: pathlib.Path, log=print) -> list[Run]:
     log(f"[{i}/{len(runs)}] {run.name}: {shlex.join(command[1:])}")
     start = time.perf_counter()
     with (workdir / "log.txt").open("a") as f:
-      proc = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT,
-                            check=False)
+      proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT)
+      with _forwarding_sigterm(proc) as stopped:
+        proc.wait()
     wall_s = (_wall_seconds(workdir) or 0.0) + time.perf_counter() - start
     (workdir / "wall_time.json").write_text(json.dumps({"s": wall_s}) + "\n")
+    if stopped:
+      raise Stopped(run, proc.returncode)
     if proc.returncode != 0:
       raise RuntimeError(f"Run {run.name} failed (exit {proc.returncode}); see "
                          f"{workdir / 'log.txt'}. Finished runs are kept; "
@@ -437,6 +483,9 @@ def main(argv):
     if not _SUMMARIZE_ONLY.value:
       run_grid(_GRID.value, out)
     path = write_results(_GRID.value, spec, out)
+  except Stopped as e:
+    print(f"sla-experiments: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_CODE)
   except (RuntimeError, ValueError) as e:
     print(f"sla-experiments: error: {e}", file=sys.stderr)
     sys.exit(2)

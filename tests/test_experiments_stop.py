@@ -1,0 +1,76 @@
+"""The evidence harness under SIGTERM: the running trainer saves and stops, the harness exits 75."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+# A stand-in trainer: marks its start, and on SIGTERM "saves" and exits 75 as
+# sla_jax.main does after a preemption checkpoint (each SIGTERM it gets is
+# counted: one sent to the process group and one forwarded make two).
+FAKE_TRAINER = """
+import pathlib, signal, sys, time
+workdir = pathlib.Path(next(a.split("=", 1)[1] for a in sys.argv
+                            if a.startswith("--workdir=")))
+def stop(signum, frame):
+  with (workdir / "sigterms").open("a") as f:
+    f.write("1")
+  (workdir / "checkpoint").write_text("saved")
+  time.sleep(0.5)  # saving takes a while: the harness must wait for it
+  sys.exit(75)
+signal.signal(signal.SIGTERM, stop)
+(workdir / "started").write_text("")
+time.sleep(60)
+(workdir / "results.json").write_text("{}")
+"""
+
+GRID = """
+import ml_collections
+def get_config(arg=None):
+  g = ml_collections.ConfigDict()
+  g.title = "stop"
+  g.config = "trainer_config.py"
+  g.program = "fake_trainer"
+  g.runs = ("sla/rotation", "baseline/rotation")
+  g.seeds = (0,)
+  g.overrides = {}
+  return g
+"""
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["harness", "group"])
+def test_sigterm_stops_the_running_trainer_at_a_checkpoint(tmp_path, to_group):
+  (tmp_path / "fake_trainer.py").write_text(FAKE_TRAINER)
+  (tmp_path / "grid.py").write_text(GRID)
+  (tmp_path / "trainer_config.py").write_text("")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]))
+  harness = subprocess.Popen(
+      [sys.executable, "-m", "sla_jax.experiments", "--grid", "grid.py",
+       "--out", "out"], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+      stdout=subprocess.PIPE, text=True, start_new_session=True)
+  workdir = tmp_path / "out" / "runs" / "sla_rotation_seed0"
+  deadline = time.monotonic() + 120
+  while not (workdir / "started").exists():
+    assert harness.poll() is None, harness.communicate()
+    assert time.monotonic() < deadline, "the fake trainer never started"
+    time.sleep(0.1)
+  if to_group:  # as `timeout` does: the harness and the trainer both get it
+    os.killpg(harness.pid, signal.SIGTERM)
+  else:
+    harness.send_signal(signal.SIGTERM)
+  _, stderr = harness.communicate(timeout=60)
+  assert harness.returncode == 75, stderr
+  assert "stopped (SIGTERM) during sla_rotation_seed0" in stderr
+  assert (workdir / "checkpoint").read_text() == "saved"
+  assert (workdir / "sigterms").read_text() in ("1", "11")
+  assert json.loads((workdir / "wall_time.json").read_text())["s"] > 0
+  # The harness stopped with the run: the next one never started, no summary.
+  assert not (tmp_path / "out" / "runs" / "baseline_rotation_seed0").exists()
+  assert not (tmp_path / "out" / "RESULTS.md").exists()
