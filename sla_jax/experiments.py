@@ -29,6 +29,7 @@ the numbers, kept across regenerations).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -344,11 +345,27 @@ def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:
 
 def _machine() -> str:
   import jax  # pylint: disable=g-import-not-at-top
-  device = jax.devices()[0]
   return (f"{platform.machine()}, {os.cpu_count()} CPU cores, "
           f"{platform.python_implementation()} {platform.python_version()}, "
-          f"jax {jax.__version__} ({jax.default_backend()}: "
-          f"{device.device_kind})")
+          f"jax {jax.__version__} ({jax.default_backend()}: {_device_kind()})")
+
+
+def _machine_line(records: Sequence[dict]) -> str:
+  """This machine, or, where runs name their devices (``device_kind`` in
+  results.json, e.g. runs made on a GPU and summarised here), those too."""
+  kinds = collections.Counter(r["results"]["device_kind"] for r in records
+                              if "device_kind" in r["results"])
+  if not kinds or set(kinds) == {_device_kind()}:
+    return _machine()
+  ran = ", ".join(f"{n} on {kind}" for kind, n in sorted(kinds.items()))
+  unnamed = len(records) - sum(kinds.values())
+  ran += f", {unnamed} not recorded" if unnamed else ""
+  return f"runs: {ran}; summarised on {_machine()}"
+
+
+def _device_kind() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.devices()[0].device_kind
 
 
 def _plot(grid, records, summary, out: pathlib.Path) -> list[str]:
@@ -419,7 +436,7 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
            "rerun the command to add runs or refresh.", "",
            "```", f"python -m sla_jax.experiments --grid {grid_spec} "
            f"--out {out}", "```", "",
-           f"Machine: {_machine()}.", "",
+           f"Machine: {_machine_line(records)}.", "",
            f"Runs finished: {len(records)} of {len(planned)} planned "
            f"({len(grid.runs)} objective/transform pairs × seeds "
            f"{', '.join(str(s) for s in grid.seeds)}).", ""]

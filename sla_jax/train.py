@@ -659,7 +659,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if progress.best is None:  # resumed at the end: nothing left to run
     progress.best = {"step": step, "metrics": loop.evaluate_all(state, step)}
   results = make_results(config, spec.objective, progress.best, step,
-                         dataset.class_counts, mesh.devices.size)
+                         dataset.class_counts, mesh.devices.size,
+                         mesh.devices.flat[0].device_kind)
   if main_process:
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_results(results)
@@ -705,12 +706,14 @@ def open_checkpoints(workdir: epath.Path, keep: int, abstract_state):
 
 def make_results(config, objective, best: dict[str, Any], final_step: int,
                  class_counts: np.ndarray | None = None,
-                 devices: int | None = None) -> dict[str, Any]:
+                 devices: int | None = None,
+                 device_kind: str | None = None) -> dict[str, Any]:
   """The content of ``results.json``.
 
   ``devices``: how many devices the (last part of the) run used, which sets
   the order of its cross-device sums (results agree across counts to float
-  rounding). Per-class accuracies (long-tailed runs) go to ``per_class``: split ->
+  rounding); ``device_kind``: what they were (e.g. ``NVIDIA H100 80GB HBM3``),
+  so that a run's summary names its machine. Per-class accuracies (long-tailed runs) go to ``per_class``: split ->
   metric -> ``[N]`` list; ``val`` and ``test`` hold the scalar metrics.
   """
   per_class = {split: {k[len(split) + 11:]: v for k, v in best["metrics"].items()
@@ -721,6 +724,8 @@ def make_results(config, objective, best: dict[str, Any], final_step: int,
   extra = {}
   if devices is not None:
     extra["devices"] = devices
+  if device_kind is not None:
+    extra["device_kind"] = device_kind
   if any(per_class.values()):
     extra["per_class"] = per_class
     if class_counts is not None:

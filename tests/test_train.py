@@ -57,6 +57,7 @@ def test_end_to_end_outputs(tmp_path, objective):
   assert on_disk["test"] == {k: best_row[f"test/{k}"] for k in expected}
   assert on_disk["config"]["objective"] == objective
   assert on_disk["devices"] == 1  # tiny_config's num_devices
+  assert on_disk["device_kind"] == jax.devices()[0].device_kind
   assert list((tmp_path / "checkpoints").iterdir())
   assert [p.name for p in (tmp_path / "best").iterdir()] == [str(on_disk["best_step"])]
   assert list(tmp_path.glob("events.out.tfevents.*"))

@@ -1,4 +1,5 @@
-"""The evidence harness under SIGTERM: the running trainer saves and stops, the harness exits 75."""
+"""The evidence harness, fast tier: SIGTERM stops the running trainer at a checkpoint (exit 75);
+the summary names the machines the runs ran on."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from conftest import REPO
+from sla_jax import experiments
 
 # A stand-in trainer: marks its start, and on SIGTERM "saves" and exits 75 as
 # sla_jax.main does after a preemption checkpoint (each SIGTERM it gets is
@@ -74,3 +76,16 @@ def test_sigterm_stops_the_running_trainer_at_a_checkpoint(tmp_path, to_group):
   # The harness stopped with the run: the next one never started, no summary.
   assert not (tmp_path / "out" / "runs" / "baseline_rotation_seed0").exists()
   assert not (tmp_path / "out" / "RESULTS.md").exists()
+
+
+def test_the_summary_names_the_devices_the_runs_ran_on():
+  here = experiments._device_kind()  # pylint: disable=protected-access
+  local = experiments._machine()  # pylint: disable=protected-access
+  record = lambda **kw: {"results": kw}
+  line = experiments._machine_line  # pylint: disable=protected-access
+  assert line([record(), record(device_kind=here)]) == local
+  gpu = [record(device_kind="NVIDIA H100 80GB HBM3"),
+         record(device_kind="NVIDIA H200"), record(device_kind="NVIDIA H200"),
+         record()]
+  assert line(gpu) == ("runs: 1 on NVIDIA H100 80GB HBM3, 2 on NVIDIA H200, "
+                       f"1 not recorded; summarised on {local}")
