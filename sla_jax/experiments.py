@@ -4,6 +4,7 @@
     python -m sla_jax.experiments --grid configs/grid_cifar_cpu.py:data=/tmp/cifar10 \
         --out results/cifar10_cpu
     python -m sla_jax.experiments --grid ... --out ... --summarize_only
+    python -m sla_jax.experiments --grid ... --out ... --runs_only  # no summary
 
 A grid file defines ``get_config(arg)`` returning a ConfigDict with ``title``,
 ``config`` (a trainer config spec such as ``configs/quickstart.py``), ``runs``
@@ -488,6 +489,9 @@ _GRID = config_flags.DEFINE_config_file("grid", None, "Grid file (configs/grid_*
 _OUT = flags.DEFINE_string("out", None, "Output directory (runs/, RESULTS.md, plots).")
 _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
                                     "Only rewrite RESULTS.md from finished runs.")
+_RUNS_ONLY = flags.DEFINE_bool(
+    "runs_only", False, "Only run the runs; write no RESULTS.md (summarise "
+    "elsewhere with --summarize_only, e.g. runs made on a lent GPU).")
 
 
 def main(argv):
@@ -497,8 +501,14 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   spec = flags.FLAGS["grid"].serialize().split("=", 1)[1]
   try:
+    if _SUMMARIZE_ONLY.value and _RUNS_ONLY.value:
+      raise ValueError("--summarize_only and --runs_only exclude each other; "
+                       "pass one.")
     if not _SUMMARIZE_ONLY.value:
       run_grid(_GRID.value, out)
+    if _RUNS_ONLY.value:
+      print(f"Finished the runs of {out / 'runs'}")
+      return
     path = write_results(_GRID.value, spec, out)
   except Stopped as e:
     print(f"sla-experiments: {e}", file=sys.stderr)
@@ -512,7 +522,8 @@ def main(argv):
 def run():
   """Console-script entry point: bad flags or grid files are one line, exit 2."""
   flags.mark_flags_as_required(["grid", "out"])
-  cli.run(main, "sla-experiments", ("grid", "out", "summarize_only"), __doc__)
+  cli.run(main, "sla-experiments", ("grid", "out", "summarize_only", "runs_only"),
+          __doc__)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from sla_jax import experiments
 # sla_jax.main does after a preemption checkpoint (each SIGTERM it gets is
 # counted: one sent to the process group and one forwarded make two).
 FAKE_TRAINER = """
-import pathlib, signal, sys, time
+import os, pathlib, signal, sys, time
 workdir = pathlib.Path(next(a.split("=", 1)[1] for a in sys.argv
                             if a.startswith("--workdir=")))
 def stop(signum, frame):
@@ -28,7 +28,7 @@ def stop(signum, frame):
   sys.exit(75)
 signal.signal(signal.SIGTERM, stop)
 (workdir / "started").write_text("")
-time.sleep(60)
+time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "60")))
 (workdir / "results.json").write_text("{}")
 """
 
@@ -46,13 +46,33 @@ def get_config(arg=None):
 """
 
 
-@pytest.mark.parametrize("to_group", [False, True], ids=["harness", "group"])
-def test_sigterm_stops_the_running_trainer_at_a_checkpoint(tmp_path, to_group):
+def _harness_env(tmp_path, **extra):
   (tmp_path / "fake_trainer.py").write_text(FAKE_TRAINER)
   (tmp_path / "grid.py").write_text(GRID)
   (tmp_path / "trainer_config.py").write_text("")
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]))
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]), **extra)
+
+
+def test_runs_only_runs_the_grid_and_writes_no_summary(tmp_path):
+  env = _harness_env(tmp_path, FAKE_TRAINER_SECONDS="0")
+  cmd = [sys.executable, "-m", "sla_jax.experiments", "--grid", "grid.py",
+         "--out", "out"]
+  out = subprocess.run(cmd + ["--runs_only"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert "Finished the runs of out/runs" in out.stdout
+  for name in ("sla_rotation_seed0", "baseline_rotation_seed0"):
+    assert (tmp_path / "out" / "runs" / name / "results.json").exists()
+  assert not (tmp_path / "out" / "RESULTS.md").exists()
+  both = subprocess.run(cmd + ["--runs_only", "--summarize_only"], cwd=tmp_path,
+                        env=env, capture_output=True, text=True, timeout=120)
+  assert both.returncode == 2 and "exclude each other" in both.stderr
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["harness", "group"])
+def test_sigterm_stops_the_running_trainer_at_a_checkpoint(tmp_path, to_group):
+  env = _harness_env(tmp_path)
   harness = subprocess.Popen(
       [sys.executable, "-m", "sla_jax.experiments", "--grid", "grid.py",
        "--out", "out"], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
