@@ -56,6 +56,10 @@
 # resumes from those (a run already in $RUNS wins).
 #   OUT=/tmp/gpu RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress TRAIN_TIMEOUT=480 bash benchmarks/gpu_suite.sh train_many 80000 \
 #       baseline:0 sla:0 sla_sd:0 -- --config.model.dtype=bfloat16
+# grid GRID_SPEC OUTDIR: an evidence grid (e.g. configs/grid_protocol_gpu.py:
+# dataset=cifar10 into results/cifar10_gpu) through sla_jax.experiments, one
+# run at a time, resumed across device sessions with launch/gpu_keep.sh
+# --grid OUTDIR and KEPT (the mode's own comment below says what returns).
 # bench_then_train_many (same arguments as train_many): both in one device
 # call, the bench (PARTS) within BENCH_DEADLINE seconds (default 330), packed
 # as bench.tgz, then the runs until END seconds after the start (default 565).
@@ -173,11 +177,30 @@ PARTS_TABLE
     census; census $cuts; XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" census
   }
   for name in ${PARTS:-$parts}; do eval "${part_command[$name]}"; done
-elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
+elif [ "$mode" = train ] || [ "$mode" = train_many ] || [ "$mode" = grid ]; then
   # CONFIG: the config and its data (default the CIFAR-10 protocol); NAME: the
   # run's folder and file names (default OBJECTIVE; e.g. sla_seed1 with
   # --config.seed=1). The dataset tarballs of $SHARED/data are unpacked as needed.
   config=${CONFIG:-configs/cifar.py:dataset=folder:/tmp/cifar10}
+  if [ "$mode" = grid ]; then
+    grid=${1:-}; grid_out=${2:-}
+    if [ -z "$grid" ] || [ -z "$grid_out" ] || [ $# -gt 2 ]; then
+      echo "usage: gpu_suite.sh grid GRID_SPEC OUTDIR (e.g. configs/grid_protocol_gpu.py:dataset=cifar10 results/cifar10_gpu)" >&2; exit 2
+    fi
+    # The grid's trainer config names its data (and a bad grid fails here, before any run).
+    config=$(python3 - "$grid" <<'PY'
+import importlib.util, sys
+path, _, arg = sys.argv[1].partition(":")
+spec = importlib.util.spec_from_file_location("grid", path)
+module = importlib.util.module_from_spec(spec)
+try:
+  spec.loader.exec_module(module)
+  print(module.get_config(arg or None).config)
+except Exception as e:  # pylint: disable=broad-except
+  sys.exit(f"gpu_suite.sh: grid {sys.argv[1]!r}: {e}")
+PY
+) || exit 2
+  fi
   case "$config" in *cifar10*) [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp ;; esac
   case "$config" in *tinyimagenet100-32*) [ -d /tmp/tinyimagenet100-32 ] || tar xzf "$SHARED/data/tinyimagenet100-32.tar.gz" -C /tmp ;; esac
   runs=${RUNS:-/tmp/runs}; mkdir -p "$runs"
@@ -190,7 +213,46 @@ elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
       --config "${args}objective=$objective,steps=$steps" \
       --workdir "$runs/$name" "$@"
   }
-  if [ "$mode" = train ]; then
+  run_summary() {  # workdir name status: one summary.jsonl line
+    python3 - "$@" <<'PY'
+import json, pathlib, sys
+workdir, name, status = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()
+        ] if (workdir / "metrics.jsonl").exists() else []
+results = workdir / "results.json"
+print(json.dumps({"name": name, "exit_status": status,
+                  "last_step": rows[-1]["step"] if rows else None,
+                  "last_row": rows[-1] if rows else None,
+                  "results": json.loads(results.read_text()) if results.exists() else None}))
+PY
+  }
+  if [ "$mode" = grid ]; then
+    # The evidence harness, one run at a time, in OUTDIR (a folder of this
+    # checkout: the finished runs committed there are skipped); the
+    # unfinished run kept between sessions comes from $KEPT/<OUTDIR's name>.tgz.
+    # At TRAIN_TIMEOUT the running trainer saves a checkpoint and the harness
+    # stops (exit 75 / 124). In $OUT: summary.jsonl (a line per run of OUTDIR),
+    # logs.txt, and runs.tgz.* (every run folder; without best/, and without
+    # the checkpoints of finished runs): `bash launch/gpu_keep.sh FILES_AT
+    # --grid OUTDIR` keeps them.
+    mkdir -p "$grid_out/runs"
+    kept=${KEPT:-/nonexistent}/$(basename "$grid_out").tgz
+    [ -f "$kept" ] && tar xzf "$kept" -C "$grid_out/runs"
+    status=0
+    timeout "${TRAIN_TIMEOUT:-0}" python3 -m sla_jax.experiments --grid "$grid" \
+      --out "$grid_out" --runs_only > "$OUT/logs.txt" 2>&1 || status=$?
+    : > "$OUT/summary.jsonl"; names=(); finished=()
+    for dir in "$grid_out"/runs/*/; do
+      [ -d "$dir" ] || continue
+      name=$(basename "$dir"); names+=("$name")
+      run_summary "$dir" "$name" "$status" >> "$OUT/summary.jsonl"
+      [ -f "$dir/results.json" ] && finished+=(--exclude="$name/checkpoints")
+    done
+    tail -n 5 "$OUT/logs.txt"
+    [ ${#names[@]} -gt 0 ] && tar czf - -C "$grid_out/runs" --exclude='*/best' \
+      "${finished[@]}" "${names[@]}" | split -b 15m -d -a 1 - "$OUT/runs.tgz."
+    case $status in 0|75|124) exit 0 ;; *) exit 1 ;; esac
+  elif [ "$mode" = train ]; then
     objective=$1; steps=$2; shift 2
     name=${NAME:-$objective}
     [ -f "$runs/$name.tgz" ] && tar xzf "$runs/$name.tgz" -C "$runs"
@@ -233,17 +295,7 @@ elif [ "$mode" = train ] || [ "$mode" = train_many ]; then
     for i in "${!names[@]}"; do
       name=${names[$i]}; status=0; wait "${pids[$i]}" || status=$?
       case $status in 0|75|124) ;; *) failed=1 ;; esac  # 75, 124: stopped, saved
-      python3 - "$runs/$name" "$name" "$status" >> "$OUT/summary.jsonl" <<'PY'
-import json, pathlib, sys
-workdir, name, status = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()
-        ] if (workdir / "metrics.jsonl").exists() else []
-results = workdir / "results.json"
-print(json.dumps({"name": name, "exit_status": status,
-                  "last_step": rows[-1]["step"] if rows else None,
-                  "last_row": rows[-1] if rows else None,
-                  "results": json.loads(results.read_text()) if results.exists() else None}))
-PY
+      run_summary "$runs/$name" "$name" "$status" >> "$OUT/summary.jsonl"
       { echo "== $name (exit status $status)"; tail -n 30 "$runs/$name.log"; } >> "$OUT/logs.txt"
     done
     saved=()
@@ -253,5 +305,5 @@ PY
     exit $failed
   fi
 else
-  echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags] | train_many STEPS OBJECTIVE:SEED... [-- flags] | bench_then_train_many STEPS OBJECTIVE:SEED... [-- flags]" >&2; exit 2
+  echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags] | train_many STEPS OBJECTIVE:SEED... [-- flags] | bench_then_train_many STEPS OBJECTIVE:SEED... [-- flags] | grid GRID_SPEC OUTDIR" >&2; exit 2
 fi

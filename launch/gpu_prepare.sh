@@ -14,8 +14,10 @@
 # (.whl/; NO_WHEELS=1 skips the download). It prints the size that would
 # travel and the device command for `benchmarks/gpu_suite.sh` (MODE, default
 # bench; e.g. MODE="train sla 80000", MODE="train_many 80000 baseline:0
-# sla:0 sla_sd:0 -- --config.model.dtype=bfloat16", or the same arguments after
-# bench_then_train_many for both in one call; runs resume from
+# sla:0 sla_sd:0 -- --config.model.dtype=bfloat16", the same arguments after
+# bench_then_train_many for both in one call, or an evidence grid:
+# MODE="grid configs/grid_protocol_gpu.py:dataset=cifar10 results/cifar10_gpu"
+# with TRAIN_TIMEOUT=540 before it; runs resume from
 # .gpu/runs, which this leaves in place: put an earlier call's runs.tgz.*
 # pieces or NAME.tgz there, and from results/gpu_runs_in_progress, where
 # launch/gpu_keep.sh keeps unfinished runs between sessions; it lists those).

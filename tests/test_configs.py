@@ -49,7 +49,8 @@ def test_config_resolves_to_a_model_with_joint_logits(path):
 # Every grid file with its defaults, and as launch/cpu_evidence.sh runs it.
 GRID_ARGS = [(path, None) for path in GRIDS] + [
     (REPO / path, arg) for _, path, arg in evidence_grids()
-    if "fewshot" not in path]
+    if "fewshot" not in path] + [
+    (REPO / "configs/grid_protocol_gpu.py", "dataset=tinyimagenet100")]
 
 
 @pytest.mark.parametrize("path,arg", GRID_ARGS,
@@ -121,3 +122,15 @@ def test_model_arguments_lists_what_each_model_takes():
         models.arguments(name)), name
   with pytest.raises(ValueError, match="Unknown model 'nope'"):
     models.arguments("nope")
+
+
+def test_the_gpu_protocol_grid_names_its_datasets():
+  module = _load(REPO / "configs/grid_protocol_gpu.py")
+  cifar = module.get_config("dataset=cifar10")
+  assert cifar.config == "configs/cifar.py:dataset=folder:/tmp/cifar10"
+  assert len(cifar.runs) * len(cifar.seeds) == 9
+  tin = module.get_config("dataset=tinyimagenet100,data=/data/tin")
+  assert tin.config == "configs/tinyimagenet100_32.py:data=/data/tin"
+  assert tin.runs == ("baseline/rotation", "sla_sd/rotation")
+  with pytest.raises(ValueError, match="Unknown dataset 'cifar100'; use one of"):
+    module.get_config("dataset=cifar100")

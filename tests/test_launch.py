@@ -338,6 +338,107 @@ def test_gpu_keep_commits_finished_runs_and_keeps_unfinished_ones(tmp_path):
     assert bad.returncode == 2 and message in bad.stderr, bad.stderr
 
 
+# A stand-in trainer for the grid mode: stopped by SIGTERM it "saves" a step-10
+# checkpoint (exit 75); started on one, it finishes at step 20; with
+# FAKE_SECONDS=0 it finishes at once.
+FAKE_TRAINER = """
+import json, os, pathlib, signal, sys, time
+workdir = pathlib.Path(next(a.split("=", 1)[1] for a in sys.argv
+                            if a.startswith("--workdir=")))
+checkpoint = workdir / "checkpoints" / "10"
+def log(step):
+  with (workdir / "metrics.jsonl").open("a") as f:
+    f.write(json.dumps({"step": step}) + "\\n")
+def stop(signum, frame):
+  checkpoint.mkdir(parents=True, exist_ok=True)
+  (checkpoint / "state").write_text("saved")
+  log(10)
+  sys.exit(75)
+signal.signal(signal.SIGTERM, stop)
+(workdir / "config.json").write_text("{}")
+resumed = checkpoint.exists()
+if not resumed and os.environ["FAKE_SECONDS"] != "0":
+  time.sleep(float(os.environ["FAKE_SECONDS"]))
+log(20)
+(workdir / "results.json").write_text(json.dumps({"resumed": resumed}))
+"""
+
+
+@pytest.mark.slow
+def test_gpu_suite_grid_resumes_across_sessions_through_gpu_keep(tmp_path):
+  """gpu_suite.sh grid + launch/gpu_keep.sh --grid: a call stopped at
+  TRAIN_TIMEOUT leaves its unfinished run kept as a tarball beside the grid's
+  folder; the next call (a new checkout: that folder and the tarball only)
+  resumes it and finishes the grid."""
+  repo = tmp_path / "repo"
+  (repo / "launch").mkdir(parents=True)
+  (repo / "launch/gpu_keep.sh").write_text((REPO / "launch/gpu_keep.sh").read_text())
+  (tmp_path / "fake_trainer.py").write_text(FAKE_TRAINER)
+  (tmp_path / "trainer_config.py").write_text("")
+  (tmp_path / "grid.py").write_text(f"""
+import ml_collections
+def get_config(arg=None):
+  g = ml_collections.ConfigDict()
+  g.title = "fake"
+  g.config = "{tmp_path / 'trainer_config.py'}"
+  g.program = "fake_trainer"
+  g.runs = ("sla/rotation", "baseline/rotation")
+  g.seeds = (0,)
+  g.overrides = {{}}
+  return g
+""")
+  grid_out = repo / "results" / "fake_gpu"
+  kept = repo / "results" / "gpu_runs_in_progress"
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]))
+
+  def device_call(out, **extra):
+    # The device gets a copy of the checkout: here, of its results/.
+    device = out.parent / (out.name + "_device")
+    if (repo / "results").exists():
+      shutil.copytree(repo / "results", device / "results")
+    cmd = ["bash", "benchmarks/gpu_suite.sh", "grid", str(tmp_path / "grid.py"),
+           str(device / "results/fake_gpu")]
+    call = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(env, OUT=str(out), KEPT=str(device / "results/gpu_runs_in_progress"),
+                 **extra))
+    assert call.returncode == 0, call.stderr + call.stdout
+    keep = subprocess.run(["bash", str(repo / "launch/gpu_keep.sh"), str(out),
+                           "--grid", "results/fake_gpu"], capture_output=True,
+                          text=True, timeout=60)
+    assert keep.returncode == 0, keep.stderr
+    summary = [json.loads(l) for l in (out / "summary.jsonl").read_text().splitlines()]
+    return {r["name"]: r for r in summary}, keep.stdout
+
+  # Session 1: stopped at TRAIN_TIMEOUT during the first run.
+  first, kept_lines = device_call(tmp_path / "out1", TRAIN_TIMEOUT="20",
+                                  FAKE_SECONDS="200")
+  assert list(first) == ["sla_rotation_seed0"]
+  assert first["sla_rotation_seed0"]["last_step"] == 10
+  assert "sla_rotation_seed0: unfinished, kept to resume" in kept_lines
+  run = grid_out / "runs" / "sla_rotation_seed0"
+  assert sorted(p.name for p in run.iterdir()) == [
+      "config.json", "metrics.jsonl", "wall_time.json"]  # no checkpoint here
+  members = subprocess.run(["tar", "tzf", str(kept / "fake_gpu.tgz")], check=True,
+                           capture_output=True, text=True).stdout.split()
+  assert "sla_rotation_seed0/checkpoints/10/state" in members
+  # Session 2: a new checkout holds only what is committed under results/.
+  second, _ = device_call(tmp_path / "out2", FAKE_SECONDS="0")
+  assert sorted(second) == ["baseline_rotation_seed0", "sla_rotation_seed0"]
+  assert json.loads((run / "results.json").read_text()) == {"resumed": True}
+  assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [10, 20]
+  assert json.loads((grid_out / "runs/baseline_rotation_seed0/results.json").read_text()) == {"resumed": False}
+  assert not kept.exists()  # nothing in progress
+  pieces = subprocess.run(["tar", "tzf", str(tmp_path / "out2/runs.tgz.0")], check=True,
+                          capture_output=True, text=True).stdout.split()
+  assert not any("checkpoints" in m for m in pieces)  # finished: logs only
+  bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "grid", "configs/nope.py",
+                        str(tmp_path / "o")], cwd=REPO, env=dict(env, OUT=str(tmp_path / "o")),
+                       capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 2 and "gpu_suite.sh: grid 'configs/nope.py'" in bad.stderr
+
+
 @pytest.mark.slow
 def test_gpu_suite_train_any_config_and_resume_from_its_tgz(tmp_path):
   out, runs = tmp_path / "out", tmp_path / "runs"
