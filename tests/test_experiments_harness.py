@@ -109,3 +109,22 @@ def test_the_summary_names_the_devices_the_runs_ran_on():
          record()]
   assert line(gpu) == ("runs: 1 on NVIDIA H100 80GB HBM3, 2 on NVIDIA H200, "
                        f"1 not recorded; summarised on {local}")
+
+
+def test_the_harness_leaves_the_accelerator_to_its_trainers(tmp_path):
+  """The harness process never starts a JAX backend: on a GPU, one would hold
+  most of its memory (XLA's preallocation) beside the trainer it runs."""
+  env = _harness_env(tmp_path, FAKE_TRAINER_SECONDS="0")
+  script = (
+      "import importlib.util, pathlib\n"
+      "from sla_jax import experiments\n"
+      "from jax._src import xla_bridge\n"
+      "s = importlib.util.spec_from_file_location('g', 'grid.py')\n"
+      "m = importlib.util.module_from_spec(s); s.loader.exec_module(m)\n"
+      "experiments.run_grid(m.get_config(), pathlib.Path('out'), log=print)\n"
+      "print('backends:', sorted(xla_bridge._backends))\n")
+  out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert "backends: []" in out.stdout
+  assert (tmp_path / "out/runs/baseline_rotation_seed0/results.json").exists()
