@@ -40,9 +40,9 @@
 # present); leaves NAME.{metrics.jsonl,results.json,tgz} in $OUT.
 # train_many: several such runs at once on the one GPU (OBJECTIVE:SEED each;
 # one run leaves it mostly idle: BENCHMARKS.md, the per-step floor), named
-# PREFIX + OBJECTIVE_seedSEED, each within TRAIN_TIMEOUT (set it under the
-# device tool's 10 minutes a command; a stopped run saves its step and
-# resumes next time), every process with an equal share of the GPU's memory
+# PREFIX + OBJECTIVE_seedSEED, each within TRAIN_TIMEOUT (default 540 s,
+# under the device tool's 10 minutes a command; a stopped run saves its step
+# and resumes next time), every process with an equal share of the GPU's memory
 # and one checkpoint kept. In $OUT: summary.jsonl (a line
 # per run: exit status, last step, results when finished), logs.txt (the end
 # of each run's output) and the workdirs without best/ as one tarball cut in
@@ -205,11 +205,14 @@ PY
   case "$config" in *tinyimagenet100-32*) [ -d /tmp/tinyimagenet100-32 ] || tar xzf "$SHARED/data/tinyimagenet100-32.tar.gz" -C /tmp ;; esac
   runs=${RUNS:-/tmp/runs}; mkdir -p "$runs"
   # TRAIN_TIMEOUT (seconds) stops a run that must fit a time slot; rerun to resume
-  # (carry the returned tgz in RUNS, e.g. RUNS=.gpu/runs).
+  # (carry the returned tgz in RUNS, e.g. RUNS=.gpu/runs). Default 540: the
+  # device tool's 10 minutes a command less a minute to save and pack, since a
+  # command it stops returns nothing; 0: no limit.
+  train_timeout=${TRAIN_TIMEOUT:-540}
   case "$config" in *:*) args="$config," ;; *) args="$config:" ;; esac
   train_run() {  # name objective steps [trainer flags...]: one run, resumed if saved
     local name=$1 objective=$2 steps=$3; shift 3
-    timeout "${TRAIN_TIMEOUT:-0}" python3 -m sla_jax.main \
+    timeout "$train_timeout" python3 -m sla_jax.main \
       --config "${args}objective=$objective,steps=$steps" \
       --workdir "$runs/$name" "$@"
   }
@@ -239,7 +242,7 @@ PY
     kept=${KEPT:-/nonexistent}/$(basename "$grid_out").tgz
     [ -f "$kept" ] && tar xzf "$kept" -C "$grid_out/runs"
     status=0
-    timeout "${TRAIN_TIMEOUT:-0}" python3 -m sla_jax.experiments --grid "$grid" \
+    timeout "$train_timeout" python3 -m sla_jax.experiments --grid "$grid" \
       --out "$grid_out" --runs_only > "$OUT/logs.txt" 2>&1 || status=$?
     : > "$OUT/summary.jsonl"; names=(); finished=()
     for dir in "$grid_out"/runs/*/; do
