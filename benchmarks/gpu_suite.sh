@@ -60,9 +60,10 @@
 # dataset=cifar10 into results/cifar10_gpu) through sla_jax.experiments, one
 # run at a time, resumed across device sessions with launch/gpu_keep.sh
 # --grid OUTDIR and KEPT (the mode's own comment below says what returns).
-# bench_then_train_many (same arguments as train_many): both in one device
-# call, the bench (PARTS) within BENCH_DEADLINE seconds (default 330), packed
-# as bench.tgz, then the runs until END seconds after the start (default 565).
+# bench_then_train_many (same arguments as train_many) and bench_then_grid
+# (as grid): both in one device call, the bench (PARTS) within BENCH_DEADLINE
+# seconds (default 330), packed as bench.tgz, then the runs until END seconds
+# after the start (default 565).
 set -u
 OUT=${OUT:-/tmp/gpu_suite}
 SHARED=${SLA_SHARED_DIR:-../shared}
@@ -70,17 +71,18 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 mode=${1:-bench}; shift || true
 
-if [ "$mode" = bench_then_train_many ]; then
+if [ "$mode" = bench_then_train_many ] || [ "$mode" = bench_then_grid ]; then
   # One device call, both halves: the bench parts (PARTS) within BENCH_DEADLINE
-  # seconds (default 330) as one bench.tgz, then train_many until END seconds
-  # (default 565) after the start: 4 or 5 files in $OUT, under the tool's 8.
-  TRAIN_CHECK=1 bash "$0" train_many "$@" || exit $?  # bad arguments: before any timing
+  # seconds (default 330) as one bench.tgz, then train_many (or grid) until END
+  # seconds (default 565) after the start: 4 or 5 files in $OUT, under the tool's 8.
+  next_mode=${mode#bench_then_}
+  TRAIN_CHECK=1 bash "$0" "$next_mode" "$@" || exit $?  # bad arguments: before any timing
   mkdir -p "$OUT/bench"
   OUT="$OUT/bench" DEADLINE=${BENCH_DEADLINE:-330} bash "$0" bench || exit $?
   tar czf "$OUT/bench.tgz" -C "$OUT" bench && rm -rf "$OUT/bench"
   left=$(( ${END:-565} - SECONDS ))
   if [ "$left" -lt 10 ]; then echo "gpu_suite: no time left to train (END=${END:-565})" >&2; exit 0; fi
-  TRAIN_TIMEOUT=$left exec bash "$0" train_many "$@"
+  TRAIN_TIMEOUT=$left exec bash "$0" "$next_mode" "$@"
 fi
 
 if [ "$mode" = bench ]; then
@@ -200,6 +202,7 @@ except Exception as e:  # pylint: disable=broad-except
   sys.exit(f"gpu_suite.sh: grid {sys.argv[1]!r}: {e}")
 PY
 ) || exit 2
+    [ "${TRAIN_CHECK:-0}" = 1 ] && exit 0  # bench_then_grid: arguments checked
   fi
   case "$config" in *cifar10*) [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp ;; esac
   case "$config" in *tinyimagenet100-32*) [ -d /tmp/tinyimagenet100-32 ] || tar xzf "$SHARED/data/tinyimagenet100-32.tar.gz" -C /tmp ;; esac
@@ -308,5 +311,5 @@ PY
     exit $failed
   fi
 else
-  echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags] | train_many STEPS OBJECTIVE:SEED... [-- flags] | bench_then_train_many STEPS OBJECTIVE:SEED... [-- flags] | grid GRID_SPEC OUTDIR" >&2; exit 2
+  echo "usage: gpu_suite.sh bench | train OBJECTIVE STEPS [flags] | train_many STEPS OBJECTIVE:SEED... [-- flags] | bench_then_train_many STEPS OBJECTIVE:SEED... [-- flags] | grid GRID_SPEC OUTDIR | bench_then_grid GRID_SPEC OUTDIR" >&2; exit 2
 fi

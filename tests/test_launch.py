@@ -433,10 +433,21 @@ def get_config(arg=None):
   pieces = subprocess.run(["tar", "tzf", str(tmp_path / "out2/runs.tgz.0")], check=True,
                           capture_output=True, text=True).stdout.split()
   assert not any("checkpoints" in m for m in pieces)  # finished: logs only
-  bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "grid", "configs/nope.py",
-                        str(tmp_path / "o")], cwd=REPO, env=dict(env, OUT=str(tmp_path / "o")),
-                       capture_output=True, text=True, timeout=60)
-  assert bad.returncode == 2 and "gpu_suite.sh: grid 'configs/nope.py'" in bad.stderr
+  # Session 3: the bench parts first, then the (finished) grid, in one call.
+  out3 = tmp_path / "out3"
+  subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench_then_grid",
+                  str(tmp_path / "grid.py"), str(grid_out)], cwd=REPO,
+                 env=dict(env, OUT=str(out3), SMOKE="1", PARTS="sla_k1", END="1000"),
+                 check=True, capture_output=True, timeout=600)
+  assert sorted(p.name for p in out3.iterdir()) == [
+      "bench.tgz", "logs.txt", "runs.tgz.0", "summary.jsonl"]
+  for mode in ("grid", "bench_then_grid"):  # a bad grid stops before any timing
+    bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", mode, "configs/nope.py",
+                          str(tmp_path / "o")], cwd=REPO,
+                         env=dict(env, OUT=str(tmp_path / "bad")),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "gpu_suite.sh: grid 'configs/nope.py'" in bad.stderr
+    assert not (tmp_path / "bad" / "bench").exists()
 
 
 @pytest.mark.slow
