@@ -57,8 +57,8 @@
 #   OUT=/tmp/gpu RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress TRAIN_TIMEOUT=480 bash benchmarks/gpu_suite.sh train_many 80000 \
 #       baseline:0 sla:0 sla_sd:0 -- --config.model.dtype=bfloat16
 # grid GRID_SPEC OUTDIR: an evidence grid (e.g. configs/grid_protocol_gpu.py:
-# dataset=cifar10 into results/cifar10_gpu) through sla_jax.experiments, one
-# run at a time, resumed across device sessions with launch/gpu_keep.sh
+# dataset=cifar10 into results/cifar10_gpu) through sla_jax.experiments, PARALLEL
+# runs at a time (default 1), resumed across device sessions with launch/gpu_keep.sh
 # --grid OUTDIR and KEPT (the mode's own comment below says what returns).
 # bench_then_train_many (same arguments as train_many) and bench_then_grid
 # (as grid): both in one device call, the bench (PARTS) within BENCH_DEADLINE
@@ -233,9 +233,9 @@ print(json.dumps({"name": name, "exit_status": status,
 PY
   }
   if [ "$mode" = grid ]; then
-    # The evidence harness, one run at a time, in OUTDIR (a folder of this
+    # The evidence harness, PARALLEL runs at a time (default 1), in OUTDIR (a folder of this
     # checkout: the finished runs committed there are skipped); the
-    # unfinished run kept between sessions comes from $KEPT/<OUTDIR's name>.tgz.
+    # unfinished runs kept between sessions come from $KEPT/<OUTDIR's name>.tgz.
     # At TRAIN_TIMEOUT the running trainer saves a checkpoint and the harness
     # stops (exit 75 / 124). In $OUT: summary.jsonl (a line per run of OUTDIR),
     # logs.txt, and runs.tgz.* (every run folder; without best/, and without
@@ -246,7 +246,7 @@ PY
     [ -f "$kept" ] && tar xzf "$kept" -C "$grid_out/runs"
     status=0
     timeout "$train_timeout" python3 -m sla_jax.experiments --grid "$grid" \
-      --out "$grid_out" --runs_only > "$OUT/logs.txt" 2>&1 || status=$?
+      --out "$grid_out" --runs_only --parallel "${PARALLEL:-1}" > "$OUT/logs.txt" 2>&1 || status=$?
     : > "$OUT/summary.jsonl"; names=(); finished=()
     for dir in "$grid_out"/runs/*/; do
       [ -d "$dir" ] || continue

@@ -19,7 +19,9 @@ protocol through configs/tinyimagenet100_32.py): baseline and SLA+SD. Issue 17's
 goals: on CIFAR-10 SLA+AG >= baseline + 2.0 points and SLA+SD >= baseline + 1.0
 over the 3 seeds; on the 100-class data SLA+AG >= baseline + 4 points.
 
-The harness runs one run at a time; `gpu_suite.sh grid` stops it at
+The harness runs one run at a time (PARALLEL=N before the command: N at a
+time, each with 0.9/N of the GPU's memory; whether that gains on the per-step
+floor is for the first such call to measure); `gpu_suite.sh grid` stops it at
 TRAIN_TIMEOUT with a checkpoint (exit 75), and launch/gpu_keep.sh keeps the
 finished runs' logs in results/<dataset>_gpu/runs/ and the unfinished run in
 results/gpu_runs_in_progress/, from which the next device session goes on.

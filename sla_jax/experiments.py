@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from absl import app, flags, logging
 import ml_collections
@@ -155,22 +156,33 @@ def check_trainer_config(grid) -> None:
 
 
 class Stopped(Exception):
-  """SIGTERM reached the harness during a run; the run saved what it could."""
+  """SIGTERM reached the harness; the running trainers saved what they could."""
 
-  def __init__(self, run: Run, returncode: int):
+  def __init__(self, stopped: Sequence[tuple[Run, int]]):
+    names = ", ".join(run.name for run, _ in stopped)
+    codes = ", ".join(str(code) for _, code in stopped)
     super().__init__(
-        f"stopped (SIGTERM) during {run.name}; its trainer exited with "
-        f"{returncode} after saving a checkpoint (exit 75) or before its "
-        f"first one; rerun the same command to resume.")
-    self.returncode = returncode
+        f"stopped (SIGTERM) during {names}; exit status {codes} (75: stopped "
+        f"after saving a checkpoint; else before its first one); rerun the "
+        f"same command to resume.")
+
+
+@dataclasses.dataclass
+class _Running:
+  """A run's trainer subprocess."""
+  run: Run
+  workdir: pathlib.Path
+  proc: subprocess.Popen
+  log_file: Any
+  start: float
 
 
 @contextlib.contextmanager
-def _forwarding_sigterm(proc: subprocess.Popen):
-  """Passes a SIGTERM on to ``proc`` (the running trainer, which saves a
-  checkpoint and stops) instead of ending the harness before it; yields a list
-  that holds True once one arrived. A signal sent to the whole process group
-  (``timeout``) reaches the trainer twice, which stops it the same way."""
+def _forwarding_sigterm(running: list[_Running]):
+  """Passes a SIGTERM on to the ``running`` trainers (each saves a checkpoint
+  and stops) instead of ending the harness before them; yields a list that
+  holds True once one arrived. A signal sent to the whole process group
+  (``timeout``) reaches a trainer twice, which stops it the same way."""
   received = []
   if threading.current_thread() is not threading.main_thread():
     yield received
@@ -178,8 +190,9 @@ def _forwarding_sigterm(proc: subprocess.Popen):
 
   def forward(signum, frame):  # pylint: disable=unused-argument
     received.append(True)
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGTERM)
+    for r in running:
+      if r.proc.poll() is None:
+        r.proc.send_signal(signal.SIGTERM)
 
   previous = signal.signal(signal.SIGTERM, forward)
   try:
@@ -188,35 +201,74 @@ def _forwarding_sigterm(proc: subprocess.Popen):
     signal.signal(signal.SIGTERM, previous)
 
 
-def run_grid(grid, out: pathlib.Path, log=print) -> list[Run]:
+def _trainer_env(parallel: int) -> dict[str, str] | None:
+  """Several trainers on one accelerator share its memory (XLA preallocates
+  75 % per process otherwise); one inherits the harness's environment."""
+  if parallel == 1 or "XLA_PYTHON_CLIENT_MEM_FRACTION" in os.environ:
+    return None
+  return {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / parallel:.2f}"}
+
+
+def _next_finished(running: list[_Running]) -> _Running:
+  while True:
+    for r in running:
+      if r.proc.poll() is not None:
+        return r
+    time.sleep(0.2)
+
+
+def run_grid(grid, out: pathlib.Path, log=print, parallel: int = 1) -> list[Run]:
   """Runs every unfinished run of ``grid`` under ``out/runs``; returns the runs.
 
-  Raises :class:`Stopped` after a SIGTERM, once the running trainer has
-  stopped and its wall time is recorded.
+  ``parallel`` trainers at a time, in the grid's order (more than one pays
+  where one run leaves the device idle, as on a GPU at small batches). A failed
+  run lets the running ones finish and starts no other; RuntimeError then.
+  After a SIGTERM, once the running trainers have stopped and their wall times
+  are recorded, raises :class:`Stopped`.
   """
+  if parallel < 1:
+    raise ValueError(f"parallel must be at least 1; got {parallel}.")
   runs = expand(grid)
   check_trainer_config(grid)
+  pending = []
   for i, run in enumerate(runs, 1):
-    workdir = out / "runs" / run.name
-    if _is_done(workdir):
+    if _is_done(out / "runs" / run.name):
       log(f"[{i}/{len(runs)}] {run.name}: done, skipped")
-      continue
-    workdir.mkdir(parents=True, exist_ok=True)
-    command = trainer_command(grid, run, workdir)
-    log(f"[{i}/{len(runs)}] {run.name}: {shlex.join(command[1:])}")
-    start = time.perf_counter()
-    with (workdir / "log.txt").open("a") as f:
-      proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT)
-      with _forwarding_sigterm(proc) as stopped:
-        proc.wait()
-    wall_s = (_wall_seconds(workdir) or 0.0) + time.perf_counter() - start
-    (workdir / "wall_time.json").write_text(json.dumps({"s": wall_s}) + "\n")
-    if stopped:
-      raise Stopped(run, proc.returncode)
-    if proc.returncode != 0:
-      raise RuntimeError(f"Run {run.name} failed (exit {proc.returncode}); see "
-                         f"{workdir / 'log.txt'}. Finished runs are kept; "
-                         f"rerun the command to resume.")
+    else:
+      pending.append((i, run))
+  env = _trainer_env(parallel)
+  running: list[_Running] = []
+  failed, stopped_runs = [], []
+  with _forwarding_sigterm(running) as stopped:
+    while running or (pending and not stopped and not failed):
+      while pending and len(running) < parallel and not stopped and not failed:
+        i, run = pending.pop(0)
+        workdir = out / "runs" / run.name
+        workdir.mkdir(parents=True, exist_ok=True)
+        command = trainer_command(grid, run, workdir)
+        log(f"[{i}/{len(runs)}] {run.name}: {shlex.join(command[1:])}")
+        log_file = (workdir / "log.txt").open("a")
+        proc = subprocess.Popen(command, stdout=log_file,
+                                stderr=subprocess.STDOUT, env=env)
+        running.append(_Running(run, workdir, proc, log_file, time.perf_counter()))
+        if stopped:  # arrived before the trainer was in the list
+          proc.send_signal(signal.SIGTERM)
+      done = _next_finished(running)
+      running.remove(done)
+      done.log_file.close()
+      wall_s = (_wall_seconds(done.workdir) or 0.0) + time.perf_counter() - done.start
+      (done.workdir / "wall_time.json").write_text(json.dumps({"s": wall_s}) + "\n")
+      if stopped:
+        stopped_runs.append((done.run, done.proc.returncode))
+      elif done.proc.returncode != 0:
+        failed.append(done)
+  if stopped:
+    raise Stopped(stopped_runs)
+  if failed:
+    raise RuntimeError(" ".join(
+        f"Run {r.run.name} failed (exit {r.proc.returncode}); see "
+        f"{r.workdir / 'log.txt'}." for r in failed) +
+                       " Finished runs are kept; rerun the command to resume.")
   return runs
 
 
@@ -489,6 +541,9 @@ _GRID = config_flags.DEFINE_config_file("grid", None, "Grid file (configs/grid_*
 _OUT = flags.DEFINE_string("out", None, "Output directory (runs/, RESULTS.md, plots).")
 _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
                                     "Only rewrite RESULTS.md from finished runs.")
+_PARALLEL = flags.DEFINE_integer(
+    "parallel", 1, "Trainer runs at a time (e.g. 2-3 on one GPU, which one "
+    "small-batch run leaves mostly idle; each gets 0.9/N of its memory).")
 _RUNS_ONLY = flags.DEFINE_bool(
     "runs_only", False, "Only run the runs; write no RESULTS.md (summarise "
     "elsewhere with --summarize_only, e.g. runs made on a lent GPU).")
@@ -505,7 +560,7 @@ def main(argv):
       raise ValueError("--summarize_only and --runs_only exclude each other; "
                        "pass one.")
     if not _SUMMARIZE_ONLY.value:
-      run_grid(_GRID.value, out)
+      run_grid(_GRID.value, out, parallel=_PARALLEL.value)
     if _RUNS_ONLY.value:
       print(f"Finished the runs of {out / 'runs'}")
       return
@@ -522,8 +577,8 @@ def main(argv):
 def run():
   """Console-script entry point: bad flags or grid files are one line, exit 2."""
   flags.mark_flags_as_required(["grid", "out"])
-  cli.run(main, "sla-experiments", ("grid", "out", "summarize_only", "runs_only"),
-          __doc__)
+  cli.run(main, "sla-experiments",
+          ("grid", "out", "parallel", "summarize_only", "runs_only"), __doc__)
 
 
 if __name__ == "__main__":

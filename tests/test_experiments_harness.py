@@ -17,7 +17,7 @@ from sla_jax import experiments
 # sla_jax.main does after a preemption checkpoint (each SIGTERM it gets is
 # counted: one sent to the process group and one forwarded make two).
 FAKE_TRAINER = """
-import os, pathlib, signal, sys, time
+import json, os, pathlib, signal, sys, time
 workdir = pathlib.Path(next(a.split("=", 1)[1] for a in sys.argv
                             if a.startswith("--workdir=")))
 def stop(signum, frame):
@@ -27,9 +27,12 @@ def stop(signum, frame):
   time.sleep(0.5)  # saving takes a while: the harness must wait for it
   sys.exit(75)
 signal.signal(signal.SIGTERM, stop)
-(workdir / "started").write_text("")
+(workdir / "started").write_text(json.dumps({
+    "t": time.time(), "fraction": os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION")}))
+if os.environ.get("FAKE_FAIL", "-") in workdir.name:
+  sys.exit(1)
 time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "60")))
-(workdir / "results.json").write_text("{}")
+(workdir / "results.json").write_text(json.dumps({"t": time.time()}))
 """
 
 GRID = """
@@ -40,7 +43,7 @@ def get_config(arg=None):
   g.config = "trainer_config.py"
   g.program = "fake_trainer"
   g.runs = ("sla/rotation", "baseline/rotation")
-  g.seeds = (0,)
+  g.seeds = (0, 1) if arg == "two_seeds" else (0,)
   g.overrides = {}
   return g
 """
@@ -128,3 +131,67 @@ def test_the_harness_leaves_the_accelerator_to_its_trainers(tmp_path):
   assert out.returncode == 0, out.stderr
   assert "backends: []" in out.stdout
   assert (tmp_path / "out/runs/baseline_rotation_seed0/results.json").exists()
+
+
+def _grid(tmp_path, arg=None):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("grid", tmp_path / "grid.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_parallel_runs_overlap_and_share_the_device_memory(tmp_path, monkeypatch):
+  for k, v in _harness_env(tmp_path, FAKE_TRAINER_SECONDS="1.5").items():
+    monkeypatch.setenv(k, v)
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  monkeypatch.chdir(tmp_path)
+  out = tmp_path / "out"
+  experiments.run_grid(_grid(tmp_path, "two_seeds"), out, log=lambda _: None,
+                       parallel=2)
+  names = ["sla_rotation_seed0", "baseline_rotation_seed0",
+           "sla_rotation_seed1", "baseline_rotation_seed1"]
+  started = {n: json.loads((out / "runs" / n / "started").read_text()) for n in names}
+  ended = {n: json.loads((out / "runs" / n / "results.json").read_text())["t"]
+           for n in names}
+  assert started["baseline_rotation_seed0"]["t"] < ended["sla_rotation_seed0"]
+  assert started["sla_rotation_seed1"]["t"] >= min(ended[n] for n in names[:2])
+  assert {s["fraction"] for s in started.values()} == {"0.45"}
+  with pytest.raises(ValueError, match="parallel must be at least 1"):
+    experiments.run_grid(_grid(tmp_path), out, parallel=0)
+
+
+def test_a_failed_parallel_run_lets_the_others_finish_and_starts_no_more(
+    tmp_path, monkeypatch):
+  for k, v in _harness_env(tmp_path, FAKE_TRAINER_SECONDS="1",
+                           FAKE_FAIL="sla_rotation_seed0").items():
+    monkeypatch.setenv(k, v)
+  monkeypatch.chdir(tmp_path)
+  out = tmp_path / "out"
+  with pytest.raises(RuntimeError, match="Run sla_rotation_seed0 failed .exit 1."):
+    experiments.run_grid(_grid(tmp_path, "two_seeds"), out, log=lambda _: None,
+                         parallel=2)
+  assert (out / "runs/baseline_rotation_seed0/results.json").exists()  # finished
+  assert not (out / "runs/sla_rotation_seed1").exists()  # never started
+
+
+def test_sigterm_stops_every_parallel_trainer(tmp_path):
+  env = _harness_env(tmp_path)
+  harness = subprocess.Popen(
+      [sys.executable, "-m", "sla_jax.experiments", "--grid", "grid.py",
+       "--out", "out", "--parallel", "2"], cwd=tmp_path, env=env,
+      stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  runs = tmp_path / "out" / "runs"
+  deadline = time.monotonic() + 120
+  while not all((runs / n / "started").exists()
+                for n in ("sla_rotation_seed0", "baseline_rotation_seed0")):
+    assert harness.poll() is None, harness.communicate()
+    assert time.monotonic() < deadline, "the fake trainers never started"
+    time.sleep(0.1)
+  harness.send_signal(signal.SIGTERM)
+  _, stderr = harness.communicate(timeout=60)
+  assert harness.returncode == 75, stderr
+  assert "exit status 75, 75" in stderr
+  for name in ("sla_rotation_seed0", "baseline_rotation_seed0"):
+    assert (runs / name / "checkpoint").read_text() == "saved"
+    assert (runs / name / "wall_time.json").exists()
