@@ -32,6 +32,24 @@ def evidence_grids() -> list[tuple[str, str, str]]:
   return grids
 
 
+def stand_in_grid(trainer_config: str) -> str:
+  """A grid file's text whose runs execute the module ``fake_trainer`` (a
+  stand-in trainer a test writes beside it): sla and baseline with rotations,
+  seed 0, or seeds 0 and 1 with the argument ``two_seeds``."""
+  return f"""
+import ml_collections
+def get_config(arg=None):
+  g = ml_collections.ConfigDict()
+  g.title = "stand-in"
+  g.config = {trainer_config!r}
+  g.program = "fake_trainer"
+  g.runs = ("sla/rotation", "baseline/rotation")
+  g.seeds = (0, 1) if arg == "two_seeds" else (0,)
+  g.overrides = {{}}
+  return g
+"""
+
+
 @pytest.fixture(scope="session")
 def reference():
   """The original PyTorch implementation's numbers (skips if absent)."""

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, stand_in_grid
 from sla_jax import experiments
 
 # A stand-in trainer: marks its start, and on SIGTERM "saves" and exits 75 as
@@ -35,23 +35,11 @@ time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "60")))
 (workdir / "results.json").write_text(json.dumps({"t": time.time()}))
 """
 
-GRID = """
-import ml_collections
-def get_config(arg=None):
-  g = ml_collections.ConfigDict()
-  g.title = "stop"
-  g.config = "trainer_config.py"
-  g.program = "fake_trainer"
-  g.runs = ("sla/rotation", "baseline/rotation")
-  g.seeds = (0, 1) if arg == "two_seeds" else (0,)
-  g.overrides = {}
-  return g
-"""
 
 
 def _harness_env(tmp_path, **extra):
   (tmp_path / "fake_trainer.py").write_text(FAKE_TRAINER)
-  (tmp_path / "grid.py").write_text(GRID)
+  (tmp_path / "grid.py").write_text(stand_in_grid("trainer_config.py"))
   (tmp_path / "trainer_config.py").write_text("")
   return dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]), **extra)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, evidence_grids
+from conftest import REPO, evidence_grids, stand_in_grid
 from tests import torch_util
 
 
@@ -375,18 +375,7 @@ def test_gpu_suite_grid_resumes_across_sessions_through_gpu_keep(tmp_path):
   (repo / "launch/gpu_keep.sh").write_text((REPO / "launch/gpu_keep.sh").read_text())
   (tmp_path / "fake_trainer.py").write_text(FAKE_TRAINER)
   (tmp_path / "trainer_config.py").write_text("")
-  (tmp_path / "grid.py").write_text(f"""
-import ml_collections
-def get_config(arg=None):
-  g = ml_collections.ConfigDict()
-  g.title = "fake"
-  g.config = "{tmp_path / 'trainer_config.py'}"
-  g.program = "fake_trainer"
-  g.runs = ("sla/rotation", "baseline/rotation")
-  g.seeds = (0,)
-  g.overrides = {{}}
-  return g
-""")
+  (tmp_path / "grid.py").write_text(stand_in_grid(str(tmp_path / "trainer_config.py")))
   grid_out = repo / "results" / "fake_gpu"
   kept = repo / "results" / "gpu_runs_in_progress"
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
