@@ -26,7 +26,8 @@
 # BENCHMARKS.md "Kernels per step on a GPU"), conv_fusion and
 # conv_fusion_cuts (XLA:GPU's experimental convolution fusion, which puts the
 # cuDNN convolutions and the kernels of a step into one command buffer,
-# without and with the cuts). PARTS="name ..." runs only
+# without and with the cuts), concurrent_2 and concurrent_3 (2 or 3 SLA
+# benches at once: does one GPU gain from parallel runs?). PARTS="name ..." runs only
 # those, in its order. They run within DEADLINE seconds in all (default 540, under the
 # device tool's 10 minutes a command), each within STEP_TIMEOUT (default 150)
 # of them: a slow or stuck part loses only itself and what follows it.
@@ -125,6 +126,8 @@ kernel_cuts                bench sla bfloat16 16 $cuts
 kernel_cuts_baseline       bench baseline bfloat16 16 $cuts
 conv_fusion                XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16
 conv_fusion_cuts           XLA_FLAGS="${XLA_FLAGS:-} $conv_fusion" bench sla bfloat16 16 $cuts
+concurrent_2               concurrent 2
+concurrent_3               concurrent 3
 PARTS_TABLE
   for name in ${PARTS:-}; do
     if [ -z "${part_command[$name]+set}" ]; then
@@ -146,6 +149,26 @@ PARTS_TABLE
     limit python3 -m sla_jax.bench --config "$config:objective=$objective" \
       --config.model.dtype="$dtype" --config.steps_per_call="$k" \
       --steps $((steps / k)) --warmup 2 --json "$@" | tee -a "$OUT/bench.jsonl"
+  }
+  concurrent() {  # N: N SLA K = 16 benches at once, each with 0.9/N of the
+    # GPU's memory; rows tagged "concurrent": N. Their summed views/s against
+    # sla_k16's tell whether `sla-experiments --parallel N` gains on the floor.
+    local n=$1 i pids=()
+    for i in $(seq "$n"); do
+      XLA_PYTHON_CLIENT_MEM_FRACTION=0.$(printf %02d $(( 90 / n ))) limit python3 \
+        -m sla_jax.bench --config "$config:objective=sla" --config.model.dtype=bfloat16 \
+        --config.steps_per_call=16 --steps $((steps / 16)) --warmup 2 --json \
+        > "/tmp/gpu_concurrent_${n}_$i.jsonl" &
+      pids+=($!)
+    done
+    wait "${pids[@]}"
+    python3 -c 'import json, sys
+for path in sys.argv[2:]:
+  for line in open(path):
+    if line.startswith("{"):
+      print(json.dumps({**json.loads(line), "concurrent": int(sys.argv[1])}))' \
+      "$n" /tmp/gpu_concurrent_${n}_*.jsonl | tee -a "$OUT/bench.jsonl"
+    rm -f /tmp/gpu_concurrent_${n}_*.jsonl
   }
   compare() {  # torch_variant: the PyTorch side by side
     limit python3 -m benchmarks.compare_torch $compare_size --rounds $rounds \

@@ -147,6 +147,10 @@ def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
                  env=env, check=True, timeout=1500, capture_output=True)
   rows = [json.loads(l) for l in (out / "bench.jsonl").read_text().splitlines()
           if l.startswith("{")]
+  concurrent = [r["concurrent"] for r in rows
+                if "concurrent" in r and r["what"] == "train_step"]
+  assert concurrent == [2] * 2 + [3] * 3  # the last parts: 2, then 3 at once
+  rows = [r for r in rows if "concurrent" not in r]
   train = [(r["objective"], r["dtype"], r["steps_per_call"]) for r in rows
            if r["what"] == "train_step"]
   assert train == [("sla", "bfloat16", 1), ("sla", "bfloat16", 16),
@@ -199,6 +203,15 @@ def test_gpu_suite_parts_runs_only_the_named_parts(tmp_path):
   assert (out / "batch_draw.jsonl").read_text().strip()
   assert not (out / "compare.jsonl").exists()
   assert not (out / "profile_k16.json").exists()
+  rows_before = len(rows)
+  subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench"], cwd=REPO,
+                 env=dict(env, PARTS="concurrent_2"), check=True, timeout=900,
+                 capture_output=True)
+  rows = [json.loads(l) for l in (out / "bench.jsonl").read_text().splitlines()
+          if l.startswith("{")][rows_before:]
+  train = [r for r in rows if r["what"] == "train_step"]
+  assert [(r["concurrent"], r["steps_per_call"], r["objective"]) for r in train] == [
+      (2, 16, "sla")] * 2
   bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench"], cwd=REPO,
                        env=dict(env, PARTS="sla_k1 profile"), timeout=60,
                        capture_output=True, text=True)
@@ -217,7 +230,7 @@ def test_gpu_suite_refuses_an_unknown_part_before_running_any(tmp_path):
   assert message.startswith("gpu_suite.sh: unknown part 'sla_k2' in PARTS")
   names = message.split("the parts:")[1].split()
   assert names[:3] == ["sla_k1", "sla_k16", "baseline_k16"]
-  assert len(names) == len(set(names)) == 20
+  assert len(names) == len(set(names)) == 22
   assert not (out / "env.txt").exists()  # nothing ran
 
 
