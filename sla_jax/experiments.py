@@ -220,8 +220,9 @@ def _next_finished(running: list[_Running]) -> _Running:
 def run_grid(grid, out: pathlib.Path, log=print, parallel: int = 1) -> list[Run]:
   """Runs every unfinished run of ``grid`` under ``out/runs``; returns the runs.
 
-  ``parallel`` trainers at a time, in the grid's order (more than one pays
-  where one run leaves the device idle, as on a GPU at small batches). A failed
+  ``parallel`` trainers at a time, in the grid's order (more than one may pay
+  where one run leaves the device idle, as a GPU at small batches; gpu_suite's
+  concurrent parts measure whether it does). A failed
   run lets the running ones finish and starts no other; RuntimeError then.
   After a SIGTERM, once the running trainers have stopped and their wall times
   are recorded, raises :class:`Stopped`.
@@ -542,7 +543,7 @@ _OUT = flags.DEFINE_string("out", None, "Output directory (runs/, RESULTS.md, pl
 _SUMMARIZE_ONLY = flags.DEFINE_bool("summarize_only", False,
                                     "Only rewrite RESULTS.md from finished runs.")
 _PARALLEL = flags.DEFINE_integer(
-    "parallel", 1, "Trainer runs at a time (e.g. 2-3 on one GPU, which one "
+    "parallel", 1, "Trainer runs at a time (e.g. on one GPU, which one "
     "small-batch run leaves mostly idle; each gets 0.9/N of its memory).")
 _RUNS_ONLY = flags.DEFINE_bool(
     "runs_only", False, "Only run the runs; write no RESULTS.md (summarise "
