@@ -161,10 +161,11 @@ class Stopped(Exception):
   def __init__(self, stopped: Sequence[tuple[Run, int]]):
     names = ", ".join(run.name for run, _ in stopped)
     codes = ", ".join(str(code) for _, code in stopped)
-    super().__init__(
-        f"stopped (SIGTERM) during {names}; exit status {codes} (75: stopped "
-        f"after saving a checkpoint; else before its first one); rerun the "
-        f"same command to resume.")
+    during = (f"during {names}; exit status {codes} (75: stopped after saving "
+              f"a checkpoint; else before its first one)" if stopped else
+              "between runs")
+    super().__init__(f"stopped (SIGTERM) {during}; rerun the same command to "
+                     f"resume.")
 
 
 @dataclasses.dataclass

@@ -36,13 +36,32 @@ time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "60")))
 """
 
 
-
 def _harness_env(tmp_path, **extra):
   (tmp_path / "fake_trainer.py").write_text(FAKE_TRAINER)
   (tmp_path / "grid.py").write_text(stand_in_grid("trainer_config.py"))
   (tmp_path / "trainer_config.py").write_text("")
   return dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]), **extra)
+
+
+def _started_harness(tmp_path, names, *flags, **popen):
+  """``sla-experiments`` on the stand-in grid, once the trainers of ``names``
+  have started."""
+  harness = subprocess.Popen(
+      [sys.executable, "-m", "sla_jax.experiments", "--grid", "grid.py",
+       "--out", "out", *flags], cwd=tmp_path, env=_harness_env(tmp_path),
+      stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **popen)
+  runs = tmp_path / "out" / "runs"
+  deadline = time.monotonic() + 120
+  while not all((runs / n / "started").exists() for n in names):
+    assert harness.poll() is None, harness.communicate()
+    assert time.monotonic() < deadline, "the stand-in trainers never started"
+    time.sleep(0.1)
+  return harness
+
+
+def test_stopped_says_when_no_run_was_going():
+  assert "stopped (SIGTERM) between runs; rerun" in str(experiments.Stopped([]))
 
 
 def test_runs_only_runs_the_grid_and_writes_no_summary(tmp_path):
@@ -63,17 +82,9 @@ def test_runs_only_runs_the_grid_and_writes_no_summary(tmp_path):
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["harness", "group"])
 def test_sigterm_stops_the_running_trainer_at_a_checkpoint(tmp_path, to_group):
-  env = _harness_env(tmp_path)
-  harness = subprocess.Popen(
-      [sys.executable, "-m", "sla_jax.experiments", "--grid", "grid.py",
-       "--out", "out"], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
-      stdout=subprocess.PIPE, text=True, start_new_session=True)
+  harness = _started_harness(tmp_path, ["sla_rotation_seed0"],
+                             start_new_session=True)
   workdir = tmp_path / "out" / "runs" / "sla_rotation_seed0"
-  deadline = time.monotonic() + 120
-  while not (workdir / "started").exists():
-    assert harness.poll() is None, harness.communicate()
-    assert time.monotonic() < deadline, "the fake trainer never started"
-    time.sleep(0.1)
   if to_group:  # as `timeout` does: the harness and the trainer both get it
     os.killpg(harness.pid, signal.SIGTERM)
   else:
@@ -164,22 +175,13 @@ def test_a_failed_parallel_run_lets_the_others_finish_and_starts_no_more(
 
 
 def test_sigterm_stops_every_parallel_trainer(tmp_path):
-  env = _harness_env(tmp_path)
-  harness = subprocess.Popen(
-      [sys.executable, "-m", "sla_jax.experiments", "--grid", "grid.py",
-       "--out", "out", "--parallel", "2"], cwd=tmp_path, env=env,
-      stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  names = ("sla_rotation_seed0", "baseline_rotation_seed0")
+  harness = _started_harness(tmp_path, names, "--parallel", "2")
   runs = tmp_path / "out" / "runs"
-  deadline = time.monotonic() + 120
-  while not all((runs / n / "started").exists()
-                for n in ("sla_rotation_seed0", "baseline_rotation_seed0")):
-    assert harness.poll() is None, harness.communicate()
-    assert time.monotonic() < deadline, "the fake trainers never started"
-    time.sleep(0.1)
   harness.send_signal(signal.SIGTERM)
   _, stderr = harness.communicate(timeout=60)
   assert harness.returncode == 75, stderr
   assert "exit status 75, 75" in stderr
-  for name in ("sla_rotation_seed0", "baseline_rotation_seed0"):
+  for name in names:
     assert (runs / name / "checkpoint").read_text() == "saved"
     assert (runs / name / "wall_time.json").exists()
