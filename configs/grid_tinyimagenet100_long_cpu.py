@@ -6,6 +6,9 @@
     python -m sla_jax.experiments \
         --grid configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32,depth=20 \
         --out results/tinyimagenet100_long_cpu_r20
+    python -m sla_jax.experiments \
+        --grid configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32,depth=20,sd \
+        --out results/tinyimagenet100_long_cpu_r20_sd
 
 Baseline and SLA with rotations, seeds 0-2, on the network of
 configs/grid_tinyimagenet100_cpu.py (CIFAR ResNet-8, batch 64 images x M views)
@@ -26,6 +29,13 @@ results/tinyimagenet100_long_cpu_r20 (launch/cpu_evidence.sh runs it). On the
 2 cores a baseline run took 18-30 minutes and an SLA run 1.7-1.8 hours
 (2026-12-06, seeds 0 and 1, partly beside test runs), so a session finishes at
 most one SLA run: start it early.
+
+``sd`` adds SLA+SD with rotations (3 seeds): does the single-pass SD head
+keep AG's gain at 100 classes? results/tinyimagenet100_long_cpu_r20_sd holds
+the six finished baseline and SLA runs of the ResNet-20 grid (copied from
+results/tinyimagenet100_long_cpu_r20: trained by code 1affac1, whose training
+code equals the later pin's) and the three SLA+SD runs, so that its
+RESULTS.md compares all three objectives.
 """
 
 import ml_collections
@@ -34,13 +44,15 @@ from sla_jax import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, data="/tmp/tinyimagenet100-32", depth=8)
+  arg = config_lib.parse_arg(arg, data="/tmp/tinyimagenet100-32", depth=8,
+                             sd=False)
   g = ml_collections.ConfigDict()
   g.title = (f"tinyimagenet100-32 (100 classes), ResNet-{arg.depth}, all 49 000 "
              "training images, 3 840 steps x 64 images (5 epochs), CPU")
   g.config = (f"configs/tinyimagenet100_32.py:data={arg.data},depth={arg.depth},"
               f"steps=3840,batch_size=64")
-  g.runs = ("baseline/rotation", "sla/rotation")
+  g.runs = ("baseline/rotation", "sla/rotation") + (
+      ("sla_sd/rotation",) if arg.sd else ())
   g.seeds = (0, 1, 2)
   g.overrides = {"val_size": 1000, "eval_every": 480, "checkpoint_every": 480,
                  "log_every": 96, "eval_batch_size": 1000}

@@ -40,6 +40,7 @@ GRIDS=(
   "augment_autoaugment_cpu:configs/grid_augment_cpu.py:data=/tmp/cifar10,augment=autoaugment,plain=false"
   "tinyimagenet100_long_cpu:configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32"
   "tinyimagenet100_long_cpu_r20:configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32,depth=20"
+  "tinyimagenet100_long_cpu_r20_sd:configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32,depth=20,sd"
 )
 
 pin() {  # grid $1's pinned commit (HEAD on first use) -> its worktree's path
