@@ -64,7 +64,9 @@
 # bench_then_train_many (same arguments as train_many) and bench_then_grid
 # (as grid): both in one device call, the bench (PARTS) within BENCH_DEADLINE
 # seconds (default 330), packed as bench.tgz, then the runs until END seconds
-# after the start (default 565).
+# after the start (default 565). bench_then_grid with PARALLEL=auto trains as
+# many runs at a time as the bench's parts sla_k16 and concurrent_N say pay
+# (benchmarks/pick_parallel.py; its reason in bench.tgz's parallel.txt).
 set -u
 OUT=${OUT:-/tmp/gpu_suite}
 SHARED=${SLA_SHARED_DIR:-../shared}
@@ -80,6 +82,11 @@ if [ "$mode" = bench_then_train_many ] || [ "$mode" = bench_then_grid ]; then
   TRAIN_CHECK=1 bash "$0" "$next_mode" "$@" || exit $?  # bad arguments: before any timing
   mkdir -p "$OUT/bench"
   OUT="$OUT/bench" DEADLINE=${BENCH_DEADLINE:-330} bash "$0" bench || exit $?
+  if [ "${PARALLEL:-1}" = auto ]; then  # from the bench's own concurrent rows
+    PARALLEL=$(python3 -m benchmarks.pick_parallel "$OUT/bench/bench.jsonl" \
+      2> "$OUT/bench/parallel.txt") || PARALLEL=1
+    cat "$OUT/bench/parallel.txt" >&2; export PARALLEL
+  fi
   tar czf "$OUT/bench.tgz" -C "$OUT" bench && rm -rf "$OUT/bench"
   left=$(( ${END:-565} - SECONDS ))
   if [ "$left" -lt 10 ]; then echo "gpu_suite: no time left to train (END=${END:-565})" >&2; exit 0; fi
@@ -225,6 +232,11 @@ except Exception as e:  # pylint: disable=broad-except
   sys.exit(f"gpu_suite.sh: grid {sys.argv[1]!r}: {e}")
 PY
 ) || exit 2
+    case ${PARALLEL:-1} in
+      auto) [ "${TRAIN_CHECK:-0}" = 1 ] || {
+        echo "gpu_suite.sh: PARALLEL=auto needs bench_then_grid (it reads that call's concurrent_N rows); give a number" >&2; exit 2; } ;;
+      *[!0-9]*|0) echo "gpu_suite.sh: PARALLEL='${PARALLEL}' is not a number of runs (or auto with bench_then_grid)" >&2; exit 2 ;;
+    esac
     [ "${TRAIN_CHECK:-0}" = 1 ] && exit 0  # bench_then_grid: arguments checked
   fi
   case "$config" in *cifar10*) [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp ;; esac
@@ -268,8 +280,9 @@ PY
     kept=${KEPT:-/nonexistent}/$(basename "$grid_out").tgz
     [ -f "$kept" ] && tar xzf "$kept" -C "$grid_out/runs"
     status=0
+    echo "gpu_suite.sh grid: ${PARALLEL:-1} run(s) at a time" > "$OUT/logs.txt"
     timeout "$train_timeout" python3 -m sla_jax.experiments --grid "$grid" \
-      --out "$grid_out" --runs_only --parallel "${PARALLEL:-1}" > "$OUT/logs.txt" 2>&1 || status=$?
+      --out "$grid_out" --runs_only --parallel "${PARALLEL:-1}" >> "$OUT/logs.txt" 2>&1 || status=$?
     : > "$OUT/summary.jsonl"; names=(); finished=()
     for dir in "$grid_out"/runs/*/; do
       [ -d "$dir" ] || continue

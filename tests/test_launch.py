@@ -435,14 +435,23 @@ def test_gpu_suite_grid_resumes_across_sessions_through_gpu_keep(tmp_path):
   pieces = subprocess.run(["tar", "tzf", str(tmp_path / "out2/runs.tgz.0")], check=True,
                           capture_output=True, text=True).stdout.split()
   assert not any("checkpoints" in m for m in pieces)  # finished: logs only
-  # Session 3: the bench parts first, then the (finished) grid, in one call.
+  # Session 3: the bench parts first, then the (finished) grid, in one call,
+  # with as many runs at a time as the bench's concurrent rows say pay.
   out3 = tmp_path / "out3"
-  subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench_then_grid",
-                  str(tmp_path / "grid.py"), str(grid_out)], cwd=REPO,
-                 env=dict(env, OUT=str(out3), SMOKE="1", PARTS="sla_k1", END="1000"),
-                 check=True, capture_output=True, timeout=600)
+  call = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "bench_then_grid",
+                         str(tmp_path / "grid.py"), str(grid_out)], cwd=REPO,
+                        env=dict(env, OUT=str(out3), SMOKE="1", END="1000",
+                                 PARTS="sla_k16 concurrent_2", PARALLEL="auto"),
+                        check=True, capture_output=True, text=True, timeout=600)
   assert sorted(p.name for p in out3.iterdir()) == [
       "bench.tgz", "logs.txt", "runs.tgz.0", "summary.jsonl"]
+  reason = subprocess.run(["tar", "xzOf", str(out3 / "bench.tgz"), "bench/parallel.txt"],
+                          check=True, capture_output=True, text=True).stdout
+  assert reason.startswith("pick_parallel: views/s: 1 run ") and "2 at once" in reason
+  assert reason in call.stderr
+  runs_at_once = reason.rstrip().rsplit(": ", 1)[1].split()[0]
+  assert (out3 / "logs.txt").read_text().startswith(
+      f"gpu_suite.sh grid: {runs_at_once} run(s) at a time\n")
   for mode in ("grid", "bench_then_grid"):  # a bad grid stops before any timing
     bad = subprocess.run(["bash", "benchmarks/gpu_suite.sh", mode, "configs/nope.py",
                           str(tmp_path / "o")], cwd=REPO,
