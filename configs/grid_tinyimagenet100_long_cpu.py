@@ -26,9 +26,12 @@ SLA stays below the baseline with this small network (analysis.md there).
 ``depth=20`` (CIFAR ResNet-20, 0.28 M parameters, 0.30 M with SLA's 400-way
 head, against ResNet-8's 0.08 M / 0.10 M; same data, batch and schedule) tests that reading's likely cause, capacity:
 results/tinyimagenet100_long_cpu_r20 (launch/cpu_evidence.sh runs it). On the
-2 cores a baseline run took 18-30 minutes and an SLA run 1.7-1.8 hours
-(2026-12-06, seeds 0 and 1, partly beside test runs), so a session finishes at
-most one SLA run: start it early.
+2 cores a baseline run took 18-30 minutes and an SLA run 1.1-1.8 hours
+(2026-12-05/06, partly beside test runs), so a session finishes at most one
+SLA run: start it early. Result reached (all 6 runs, code of 1affac1):
+baseline 26.66 +- 0.48 %, SLA AG 29.70 +- 0.54 (+3.04, Welch p = 0.002), SI
+28.32 +- 0.70 (+1.66, p = 0.033): with this capacity SLA helps (analysis.md
+there).
 
 ``sd`` adds SLA+SD with rotations (3 seeds): does the single-pass SD head
 keep AG's gain at 100 classes? results/tinyimagenet100_long_cpu_r20_sd holds
