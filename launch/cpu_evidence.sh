@@ -41,6 +41,7 @@ GRIDS=(
   "tinyimagenet100_long_cpu:configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32"
   "tinyimagenet100_long_cpu_r20:configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32,depth=20"
   "tinyimagenet100_long_cpu_r20_sd:configs/grid_tinyimagenet100_long_cpu.py:data=/tmp/tinyimagenet100-32,depth=20,sd"
+  "cifar10_r20_cpu:configs/grid_cifar10_r20_cpu.py:data=/tmp/cifar10"
 )
 
 pin() {  # grid $1's pinned commit (HEAD on first use) -> its worktree's path
