@@ -20,7 +20,8 @@ subprocess with its own workdir ``OUT/runs/<objective>_<transform>[_<variant>]_s
 checkpoint, so rerunning the same command finishes the grid; a SIGTERM to the
 harness (or its process group) stops the running trainer at a checkpoint and
 the harness with exit status 75. Wall time per run is summed over its
-invocations. After the runs, ``OUT/RESULTS.md`` gets the
+invocations and saved as it runs (every ``WALL_TIME_EVERY_S``), so a harness
+killed outright loses at most that much of it. After the runs, ``OUT/RESULTS.md`` gets the
 mean ± std (over seeds) of every test metric at the best validation step, the
 commands, the machine and the wall times, with two plots beside it:
 ``curves.png`` (test accuracy vs step) and ``final.png`` (bar chart).
@@ -168,6 +169,11 @@ class Stopped(Exception):
                      f"resume.")
 
 
+# How often the wall time of a running run is saved: a harness killed without
+# warning (SIGKILL, the machine or session gone) loses at most this much of it.
+WALL_TIME_EVERY_S = 30.0
+
+
 @dataclasses.dataclass
 class _Running:
   """A run's trainer subprocess."""
@@ -176,6 +182,15 @@ class _Running:
   proc: subprocess.Popen
   log_file: Any
   start: float
+  earlier_s: float  # wall time of the run's earlier invocations
+
+  def save_wall_time(self) -> None:
+    """Writes ``wall_time.json``: earlier invocations plus this one so far."""
+    seconds = self.earlier_s + time.perf_counter() - self.start
+    path = self.workdir / "wall_time.json"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"s": seconds}) + "\n")
+    os.replace(partial, path)  # a kill mid-write keeps the previous value
 
 
 @contextlib.contextmanager
@@ -211,10 +226,16 @@ def _trainer_env(parallel: int) -> dict[str, str] | None:
 
 
 def _next_finished(running: list[_Running]) -> _Running:
+  """Waits for a trainer to end, saving the wall times every WALL_TIME_EVERY_S."""
+  saved = time.perf_counter()
   while True:
     for r in running:
       if r.proc.poll() is not None:
         return r
+    if time.perf_counter() - saved >= WALL_TIME_EVERY_S:
+      for r in running:
+        r.save_wall_time()
+      saved = time.perf_counter()
     time.sleep(0.2)
 
 
@@ -252,14 +273,14 @@ def run_grid(grid, out: pathlib.Path, log=print, parallel: int = 1) -> list[Run]
         log_file = (workdir / "log.txt").open("a")
         proc = subprocess.Popen(command, stdout=log_file,
                                 stderr=subprocess.STDOUT, env=env)
-        running.append(_Running(run, workdir, proc, log_file, time.perf_counter()))
+        running.append(_Running(run, workdir, proc, log_file, time.perf_counter(),
+                                _wall_seconds(workdir) or 0.0))
         if stopped:  # arrived before the trainer was in the list
           proc.send_signal(signal.SIGTERM)
       done = _next_finished(running)
       running.remove(done)
       done.log_file.close()
-      wall_s = (_wall_seconds(done.workdir) or 0.0) + time.perf_counter() - done.start
-      (done.workdir / "wall_time.json").write_text(json.dumps({"s": wall_s}) + "\n")
+      done.save_wall_time()
       if stopped:
         stopped_runs.append((done.run, done.proc.returncode))
       elif done.proc.returncode != 0:

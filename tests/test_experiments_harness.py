@@ -185,3 +185,35 @@ def test_sigterm_stops_every_parallel_trainer(tmp_path):
   for name in names:
     assert (runs / name / "checkpoint").read_text() == "saved"
     assert (runs / name / "wall_time.json").exists()
+
+
+def test_a_killed_harness_keeps_the_wall_time_so_far(tmp_path):
+  """SIGKILL (the session or machine gone) gives the harness no chance to
+  write at the end: the running run's wall time is saved as it goes, and the
+  resumed run adds its own to it."""
+  script = ("import importlib.util, pathlib\n"
+            "from sla_jax import experiments\n"
+            "experiments.WALL_TIME_EVERY_S = 0.2\n"
+            "s = importlib.util.spec_from_file_location('g', 'grid.py')\n"
+            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m)\n"
+            "experiments.run_grid(m.get_config(), pathlib.Path('out'), log=print)\n")
+  harness = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
+                             env=_harness_env(tmp_path), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  wall = tmp_path / "out" / "runs" / "sla_rotation_seed0" / "wall_time.json"
+  deadline = time.monotonic() + 120
+  while not (wall.exists() and json.loads(wall.read_text())["s"] >= 1.0):
+    assert harness.poll() is None, harness.communicate()
+    assert time.monotonic() < deadline, "no wall time saved while running"
+    time.sleep(0.1)
+  os.killpg(harness.pid, signal.SIGKILL)  # the harness and its trainer
+  harness.wait(timeout=60)
+  killed_s = json.loads(wall.read_text())["s"]
+  assert 1.0 <= killed_s < 60
+  assert not wall.with_name("results.json").exists()
+  resumed = subprocess.run(
+      [sys.executable, "-c", script], cwd=tmp_path, timeout=120,
+      env=_harness_env(tmp_path, FAKE_TRAINER_SECONDS="0"), capture_output=True)
+  assert resumed.returncode == 0, resumed.stderr
+  assert wall.with_name("results.json").exists()
+  assert json.loads(wall.read_text())["s"] > killed_s
