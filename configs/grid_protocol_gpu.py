@@ -55,6 +55,9 @@ def get_config(arg=None):
              "images, bf16), GPU")
   g.config = config.format(data=arg.data or default_data)
   g.runs = runs
+  if "sla/rotation" in runs:  # does the SD head keep AG's gain in one pass?
+    g.comparisons = ("sla_sd/rotation:acc_sd vs sla/rotation:acc_ag",
+                     "sla_sd/rotation:acc_ag vs sla/rotation:acc_ag")
   g.seeds = (0, 1, 2)
   g.overrides = {"model": {"dtype": "bfloat16"}, "steps_per_call": 16,
                  "eval_every": 4000, "checkpoint_every": 2000,

@@ -12,7 +12,10 @@ A grid file defines ``get_config(arg)`` returning a ConfigDict with ``title``,
 for every run), and optionally ``program`` (the module each run executes,
 default ``sla_jax.main``; few-shot grids set ``sla_jax.fewshot_main``) and
 ``metrics`` (the test metrics to tabulate, default every objective's; e.g.
-``5way1shot/acc_ag`` for few-shot). Each run is ``python -m <program>`` in a
+``5way1shot/acc_ag`` for few-shot) and ``comparisons`` (extra Welch tests
+beside those against the baseline, each ``"GROUP:METRIC vs GROUP:METRIC"``,
+e.g. ``"sla_sd/rotation:acc_sd vs sla/rotation:acc_ag"``: does the SD head
+keep AG's gain?). Each run is ``python -m <program>`` in a
 subprocess with its own workdir ``OUT/runs/<objective>_<transform>[_<variant>]_seed<k>``. A run
 ``"objective/transform/variant"`` adds the grid's ``variants[variant]``
 (trainer overrides, e.g. the feature-level pretext task) to that run. A run whose
@@ -253,6 +256,7 @@ def run_grid(grid, out: pathlib.Path, log=print, parallel: int = 1) -> list[Run]
     raise ValueError(f"parallel must be at least 1; got {parallel}.")
   runs = expand(grid)
   check_trainer_config(grid)
+  comparisons(grid)  # a bad entry fails now, not after hours of training
   pending = []
   for i, run in enumerate(runs, 1):
     if _is_done(out / "runs" / run.name):
@@ -321,6 +325,29 @@ def metric_names(grid) -> tuple[str, ...]:
   return tuple(grid.get("metrics") or objectives.metric_names())
 
 
+def comparisons(grid) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+  """``grid.comparisons`` as ((group, metric), (group, metric)) pairs, checked
+  against the grid's runs and metrics (ValueError naming the bad entry)."""
+  groups = {run.group for run in expand(grid)}
+  names = metric_names(grid)
+  pairs = []
+  for entry in grid.get("comparisons") or ():
+    sides = [side.strip().rpartition(":") for side in str(entry).split(" vs ")]
+    if len(sides) != 2 or not all(g and m for g, _, m in sides):
+      raise ValueError(f"Grid comparison {entry!r} must be 'GROUP:METRIC vs "
+                       f"GROUP:METRIC', e.g. 'sla_sd/rotation:acc_sd vs "
+                       f"sla/rotation:acc_ag'.")
+    for group, _, metric in sides:
+      if group not in groups:
+        raise ValueError(f"Grid comparison {entry!r}: {group!r} is not one of "
+                         f"the grid's runs ({', '.join(sorted(groups))}).")
+      if metric not in names:
+        raise ValueError(f"Grid comparison {entry!r}: {metric!r} is not one of "
+                         f"the grid's metrics ({', '.join(names)}).")
+    pairs.append(tuple((g, m) for g, _, m in sides))
+  return pairs
+
+
 def _test_values(records: Sequence[dict],
                  metrics: Sequence[str]) -> dict[str, dict[str, list[float]]]:
   """Group -> {metric: [each seed's test value]} for ``metrics``, in run order."""
@@ -386,12 +413,46 @@ def _reference_group(group: str, groups: Sequence[str]) -> str | None:
   return next((g for g in baselines if len(g.split("/")) == 2), None)
 
 
+def _welch_cells(ours: Sequence[float], base: Sequence[float]) -> str:
+  """``difference | Welch p | n`` table cells: the difference of the means,
+  Welch's two-sided p (``–`` below two seeds a side), the seeds of each side."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  p = (f"{stats.ttest_ind(ours, base, equal_var=False).pvalue:.3f}"
+       if min(len(ours), len(base)) >= 2 else "–")
+  return (f"{np.mean(ours) - np.mean(base):+.2f} | {p} | "
+          f"{len(ours)} / {len(base)}")
+
+
+def _percent_values(records: Sequence[dict], names: Sequence[str]):
+  """Group -> {metric: [each seed's test value in %]}."""
+  return {group: {m: [v * 100 for v in vs] for m, vs in metrics.items()}
+          for group, metrics in _test_values(records, names).items()}
+
+
+def _comparison_table(records: Sequence[dict], grid) -> list[str]:
+  """RESULTS.md lines: the grid's ``comparisons`` that have runs on both sides."""
+  values = _percent_values(records, metric_names(grid))
+  rows = []
+  for (group, metric), (other, other_metric) in comparisons(grid):
+    ours = values.get(group, {}).get(metric)
+    base = values.get(other, {}).get(other_metric)
+    if ours and base:
+      rows.append(f"| {group} | {metric} | {other} | {other_metric} | "
+                  f"{_welch_cells(ours, base)} |")
+  if not rows:
+    return []
+  return (["## Chosen comparisons (test %, difference of means, Welch's t-test)",
+           "", "The grid's `comparisons`: the first prediction minus the "
+           "second, as in the table above.", "",
+           "| objective/transform | prediction | against | its prediction | "
+           "difference | Welch p | n |", "|---|---|---|---|---:|---:|---:|"]
+          + rows + [""])
+
+
 def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:
   """RESULTS.md lines: each group's predictions against its baseline's ``acc``
   (difference of means in points, Welch's two-sided t-test over the seeds)."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  values = {group: {m: [v * 100 for v in vs] for m, vs in metrics.items()}
-            for group, metrics in _test_values(records, names).items()}
+  values = _percent_values(records, names)
   rows = []
   for group, metrics in values.items():
     reference = _reference_group(group, list(values))
@@ -399,14 +460,9 @@ def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:
       continue
     base = values[reference]["acc"]
     for metric in names:
-      if metric not in metrics:
-        continue
-      ours = metrics[metric]
-      p = (f"{stats.ttest_ind(ours, base, equal_var=False).pvalue:.3f}"
-           if min(len(ours), len(base)) >= 2 else "–")
-      rows.append(f"| {group} | {metric} | {reference} | "
-                  f"{np.mean(ours) - np.mean(base):+.2f} | {p} | "
-                  f"{len(ours)} / {len(base)} |")
+      if metric in metrics:
+        rows.append(f"| {group} | {metric} | {reference} | "
+                    f"{_welch_cells(metrics[metric], base)} |")
   if not rows:
     return []
   return (["## Against the baseline (test %, difference of means, Welch's t-test)",
@@ -536,6 +592,7 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
       "logits); `acc_ag`: aggregated over the M views; `acc_sd`: the "
       "self-distilled single head."), ""]
   lines += _baseline_table(records, names)
+  lines += _comparison_table(records, grid)
   lines += _group_table(summary)
   lines += [f"![test accuracy vs step]({plots[0]})", "",
             f"![final test accuracy]({plots[1]})", ""]

@@ -32,6 +32,16 @@ def evidence_grids() -> list[tuple[str, str, str]]:
   return grids
 
 
+def welch_p(a, b) -> float:
+  """Welch's two-sided p from the formula (t and Welch-Satterthwaite df)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+  t = (np.mean(a) - np.mean(b)) / np.sqrt(va + vb)
+  df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+  return 2 * stats.t.sf(abs(t), df)
+
+
 def stand_in_grid(trainer_config: str) -> str:
   """A grid file's text whose runs execute the module ``fake_trainer`` (a
   stand-in trainer a test writes beside it): sla and baseline with rotations,

@@ -58,6 +58,7 @@ GRID_ARGS = [(path, None) for path in GRIDS] + [
 def test_grid_runs_are_valid_trainer_configs(path, arg):
   from sla_jax import experiments  # pylint: disable=g-import-not-at-top
   grid = _load(path).get_config(arg)
+  experiments.comparisons(grid)  # each names the grid's runs and metrics
   config_file, _, config_arg = grid.config.partition(":")
   base = _load(REPO / config_file).get_config(config_arg or None)
   for run in experiments.expand(grid):
@@ -132,5 +133,7 @@ def test_the_gpu_protocol_grid_names_its_datasets():
   tin = module.get_config("dataset=tinyimagenet100,data=/data/tin")
   assert tin.config == "configs/tinyimagenet100_32.py:data=/data/tin"
   assert tin.runs == ("baseline/rotation", "sla_sd/rotation")
+  assert "sla_sd/rotation:acc_sd vs sla/rotation:acc_ag" in cifar.comparisons
+  assert not tin.get("comparisons")  # no plain SLA to compare with
   with pytest.raises(ValueError, match="Unknown dataset 'cifar100'; use one of"):
     module.get_config("dataset=cifar100")

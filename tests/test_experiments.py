@@ -5,7 +5,7 @@ import json
 import ml_collections
 import pytest
 
-from conftest import REPO
+from conftest import REPO, welch_p
 from sla_jax import experiments
 
 pytestmark = pytest.mark.slow
@@ -64,16 +64,6 @@ def test_summary_statistics_over_seeds():
   assert round(summary["sla/rotation"]["acc_ag"][0], 6) == 0.7
 
 
-def _welch_p(a, b):
-  """Welch's two-sided p from the formula (t and Welch-Satterthwaite df)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-  t = (np.mean(a) - np.mean(b)) / np.sqrt(va + vb)
-  df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-  return 2 * stats.t.sf(abs(t), df)
-
-
 def test_each_group_is_compared_with_the_baseline_of_its_variant():
   accs = {"baseline/rotation": [0.50, 0.52, 0.49], "sla/rotation": [0.55, 0.58, 0.56],
           "baseline/rotation/cutout": [0.40, 0.45, 0.41],
@@ -95,7 +85,7 @@ def test_each_group_is_compared_with_the_baseline_of_its_variant():
     difference, p, n = (c.strip() for c in rows[(group, metric, reference)])
     ours, base = [100 * v for v in accs[group]], [100 * v for v in accs[reference]]
     assert float(difference) == pytest.approx(sum(ours) / len(ours) - sum(base) / len(base), abs=0.005)
-    assert float(p) == pytest.approx(_welch_p(ours, base), abs=0.0005)
+    assert float(p) == pytest.approx(welch_p(ours, base), abs=0.0005)
     assert n == f"{len(ours)} / {len(base)}"
 
 
