@@ -377,6 +377,12 @@ def _mean_std(mean: float, std: float) -> str:
   return "–" if np.isnan(mean) else f"{mean * 100:.2f} ± {std * 100:.2f}"
 
 
+def _section(title: str, note: str, header: str, rule: str,
+             rows: Sequence[str]) -> list[str]:
+  """RESULTS.md lines of a titled table with a note (none without rows)."""
+  return [f"## {title}", "", note, "", header, rule, *rows, ""] if rows else []
+
+
 def _group_metric_names() -> tuple[str, ...]:
   """``<metric>_<group>``: accuracies over the many / medium / few-shot classes."""
   return tuple(f"{m}_{g}" for m in objectives.metric_names()
@@ -392,14 +398,12 @@ def _group_table(summary: dict[str, dict]) -> list[str]:
         continue
       cells = [_mean_std(*metrics[f"{m}_{g}"][:2]) for g in long_tail.GROUPS]
       rows.append(f"| {group} | {m} | " + " | ".join(cells) + " |")
-  if not rows:
-    return []
-  return (["## Test accuracy by class group (%, mean ± std over seeds)", "",
-           "Classes with > 100 (many), 20-100 (medium) and < 20 (few) training "
-           "images.", "",
-           "| objective/transform | prediction | " +
-           " | ".join(long_tail.GROUPS) + " |",
-           "|---|---|" + "---:|" * len(long_tail.GROUPS)] + rows + [""])
+  return _section(
+      "Test accuracy by class group (%, mean ± std over seeds)",
+      "Classes with > 100 (many), 20-100 (medium) and < 20 (few) training "
+      "images.",
+      "| objective/transform | prediction | " + " | ".join(long_tail.GROUPS) +
+      " |", "|---|---|" + "---:|" * len(long_tail.GROUPS), rows)
 
 
 def _reference_group(group: str, groups: Sequence[str]) -> str | None:
@@ -439,14 +443,12 @@ def _comparison_table(records: Sequence[dict], grid) -> list[str]:
     if ours and base:
       rows.append(f"| {group} | {metric} | {other} | {other_metric} | "
                   f"{_welch_cells(ours, base)} |")
-  if not rows:
-    return []
-  return (["## Chosen comparisons (test %, difference of means, Welch's t-test)",
-           "", "The grid's `comparisons`: the first prediction minus the "
-           "second, as in the table above.", "",
-           "| objective/transform | prediction | against | its prediction | "
-           "difference | Welch p | n |", "|---|---|---|---|---:|---:|---:|"]
-          + rows + [""])
+  return _section(
+      "Chosen comparisons (test %, difference of means, Welch's t-test)",
+      "The grid's `comparisons`: the first prediction minus the second, as in "
+      "the table above.",
+      "| objective/transform | prediction | against | its prediction | "
+      "difference | Welch p | n |", "|---|---|---|---|---:|---:|---:|", rows)
 
 
 def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:
@@ -463,16 +465,14 @@ def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:
       if metric in metrics:
         rows.append(f"| {group} | {metric} | {reference} | "
                     f"{_welch_cells(metrics[metric], base)} |")
-  if not rows:
-    return []
-  return (["## Against the baseline (test %, difference of means, Welch's t-test)",
-           "",
-           "Each prediction of a group against the `acc` of the baseline with "
-           "the same variant (else the plain baseline): difference of the "
-           "means in points, Welch's two-sided p over the seeds "
-           "(`scipy.stats.ttest_ind(equal_var=False)`), n = seeds of each side.",
-           "", "| objective/transform | prediction | baseline | difference | "
-           "Welch p | n |", "|---|---|---|---:|---:|---:|"] + rows + [""])
+  return _section(
+      "Against the baseline (test %, difference of means, Welch's t-test)",
+      "Each prediction of a group against the `acc` of the baseline with the "
+      "same variant (else the plain baseline): difference of the means in "
+      "points, Welch's two-sided p over the seeds "
+      "(`scipy.stats.ttest_ind(equal_var=False)`), n = seeds of each side.",
+      "| objective/transform | prediction | baseline | difference | Welch p | "
+      "n |", "|---|---|---|---:|---:|---:|", rows)
 
 
 def _machine() -> str:
