@@ -330,8 +330,12 @@ def comparisons(grid) -> list[tuple[tuple[str, str], tuple[str, str]]]:
   against the grid's runs and metrics (ValueError naming the bad entry)."""
   groups = {run.group for run in expand(grid)}
   names = metric_names(grid)
+  entries = grid.get("comparisons") or ()
+  if isinstance(entries, str):
+    raise ValueError(f"Grid comparisons must be a tuple of strings; got the "
+                     f"string {entries!r} (write ({entries!r},)).")
   pairs = []
-  for entry in grid.get("comparisons") or ():
+  for entry in entries:
     sides = [side.strip().rpartition(":") for side in str(entry).split(" vs ")]
     if len(sides) != 2 or not all(g and m for g, _, m in sides):
       raise ValueError(f"Grid comparison {entry!r} must be 'GROUP:METRIC vs "

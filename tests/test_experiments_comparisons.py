@@ -43,6 +43,11 @@ def test_comparisons_are_parsed_and_bad_entries_named():
     with pytest.raises(ValueError, match=re.escape(message)) as error:
       experiments.comparisons(grid(entry))
     assert str(error.value).startswith(f"Grid comparison {entry!r}")
+  one_string = grid()
+  del one_string.comparisons
+  one_string.comparisons = "sla_sd/rotation:acc_sd vs sla/rotation:acc_ag"
+  with pytest.raises(ValueError, match="must be a tuple of strings; got the string"):
+    experiments.comparisons(one_string)
 
 
 def test_a_bad_comparison_fails_before_any_run(tmp_path, monkeypatch):
