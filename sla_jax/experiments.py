@@ -15,7 +15,10 @@ default ``sla_jax.main``; few-shot grids set ``sla_jax.fewshot_main``) and
 ``5way1shot/acc_ag`` for few-shot) and ``comparisons`` (extra Welch tests
 beside those against the baseline, each ``"GROUP:METRIC vs GROUP:METRIC"``,
 e.g. ``"sla_sd/rotation:acc_sd vs sla/rotation:acc_ag"``: does the SD head
-keep AG's gain?). Each run is ``python -m <program>`` in a
+keep AG's gain?) and ``paired_with`` (the output folder of another grid with
+the same groups, e.g. the same schedule on other data: RESULTS.md then sets
+each prediction's gain over the baseline here beside its gain there, with a
+test of their difference). Each run is ``python -m <program>`` in a
 subprocess with its own workdir ``OUT/runs/<objective>_<transform>[_<variant>]_seed<k>``. A run
 ``"objective/transform/variant"`` adds the grid's ``variants[variant]``
 (trainer overrides, e.g. the feature-level pretext task) to that run. A run whose
@@ -257,6 +260,7 @@ def run_grid(grid, out: pathlib.Path, log=print, parallel: int = 1) -> list[Run]
   runs = expand(grid)
   check_trainer_config(grid)
   comparisons(grid)  # a bad entry fails now, not after hours of training
+  paired_folder(grid)
   pending = []
   for i, run in enumerate(runs, 1):
     if _is_done(out / "runs" / run.name):
@@ -350,6 +354,17 @@ def comparisons(grid) -> list[tuple[tuple[str, str], tuple[str, str]]]:
                          f"the grid's metrics ({', '.join(names)}).")
     pairs.append(tuple((g, m) for g, _, m in sides))
   return pairs
+
+
+def paired_folder(grid) -> pathlib.Path | None:
+  """``grid.paired_with`` as a path (None if unset; ValueError if not a string)."""
+  paired = grid.get("paired_with")
+  if paired is None or paired == "":
+    return None
+  if not isinstance(paired, str):
+    raise ValueError(f"Grid paired_with must be one folder as a string (e.g. "
+                     f"'results/tinyimagenet100_long_cpu_r20'); got {paired!r}.")
+  return pathlib.Path(paired)
 
 
 def _test_values(records: Sequence[dict],
@@ -453,6 +468,68 @@ def _comparison_table(records: Sequence[dict], grid) -> list[str]:
       "the table above.",
       "| objective/transform | prediction | against | its prediction | "
       "difference | Welch p | n |", "|---|---|---|---|---:|---:|---:|", rows)
+
+
+def _gain_gap_p(here: Sequence[float], here_base: Sequence[float],
+                there: Sequence[float], there_base: Sequence[float]) -> str:
+  """Two-sided p that two gains (each a difference of independent means) are
+  equal: Welch's t over the four samples, Welch-Satterthwaite degrees of
+  freedom; ``–`` below two seeds in a sample or with no spread at all."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  samples = (here, here_base, there, there_base)
+  if min(len(s) for s in samples) < 2:
+    return "–"
+  variances = [np.var(s, ddof=1) / len(s) for s in samples]
+  total = sum(variances)
+  if total == 0:
+    return "–"
+  df = total ** 2 / sum(v ** 2 / (len(s) - 1) for v, s in zip(variances, samples))
+  gap = (np.mean(there) - np.mean(there_base)) - (np.mean(here) - np.mean(here_base))
+  return f"{2 * stats.t.sf(abs(gap) / np.sqrt(total), df):.3f}"
+
+
+def _paired_table(records: Sequence[dict], grid) -> list[str]:
+  """RESULTS.md lines: each prediction's gain over the baseline's ``acc`` here
+  and in ``grid.paired_with`` (that folder's runs of this grid's groups)."""
+  paired = paired_folder(grid)
+  if paired is None:
+    return []
+  names = metric_names(grid)
+  here, there = (_percent_values(r, names)
+                 for r in (records, collect(grid, paired)))
+  rows = []
+  for group, metrics in here.items():
+    reference = _reference_group(group, list(here))
+    if (reference in (None, group) or "acc" not in here[reference] or
+        "acc" not in there.get(reference, {})):
+      continue
+    base, other_base = here[reference]["acc"], there[reference]["acc"]
+    for metric in names:
+      ours, theirs = metrics.get(metric), there.get(group, {}).get(metric)
+      if not ours or not theirs:
+        continue
+      gain, other_gain = (np.mean(a) - np.mean(b)
+                          for a, b in ((ours, base), (theirs, other_base)))
+      rows.append(
+          f"| {group} | {metric} | {gain:+.2f} | "
+          f"{100 * gain / np.mean(base):+.1f} % | {other_gain:+.2f} | "
+          f"{100 * other_gain / np.mean(other_base):+.1f} % | "
+          f"{other_gain - gain:+.2f} | "
+          f"{_gain_gap_p(ours, base, theirs, other_base)} | "
+          f"{len(ours)} / {len(base)}, {len(theirs)} / {len(other_base)} |")
+  title = f"Gains here and in `{paired}` (test %, against each side's baseline)"
+  if not rows:
+    return [f"## {title}", "", "No prediction has finished runs and a "
+            f"baseline both here and under `{paired}` yet.", ""]
+  return _section(
+      title, "Each prediction minus the baseline's `acc` of the same side "
+      "(points, and relative to that baseline's mean); the gap is the gain "
+      "there minus the gain here, its p Welch's t over the four samples "
+      "(Welch-Satterthwaite degrees of freedom); n = seeds of the prediction "
+      "/ of the baseline, here, there.",
+      "| objective/transform | prediction | gain here | relative | gain "
+      "there | relative | gap | p | n |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|", rows)
 
 
 def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:
@@ -597,6 +674,7 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
       "self-distilled single head."), ""]
   lines += _baseline_table(records, names)
   lines += _comparison_table(records, grid)
+  lines += _paired_table(records, grid)
   lines += _group_table(summary)
   lines += [f"![test accuracy vs step]({plots[0]})", "",
             f"![final test accuracy]({plots[1]})", ""]

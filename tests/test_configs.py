@@ -59,6 +59,8 @@ def test_grid_runs_are_valid_trainer_configs(path, arg):
   from sla_jax import experiments  # pylint: disable=g-import-not-at-top
   grid = _load(path).get_config(arg)
   experiments.comparisons(grid)  # each names the grid's runs and metrics
+  paired = experiments.paired_folder(grid)  # a committed grid's results folder
+  assert paired is None or (REPO / paired / "code_commit").exists(), paired
   config_file, _, config_arg = grid.config.partition(":")
   base = _load(REPO / config_file).get_config(config_arg or None)
   for run in experiments.expand(grid):

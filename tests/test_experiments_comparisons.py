@@ -14,12 +14,12 @@ ACCS = {"sla/rotation": {"acc_si": [0.283, 0.288, 0.275], "acc_ag": [0.294, 0.30
         "sla_sd/rotation": {"acc_sd": [0.285, 0.280, 0.276], "acc_ag": [0.265, 0.262, 0.257]}}
 
 
-def grid(*entries, runs=("sla/rotation", "sla_sd/rotation")):
+def grid(*entries, runs=("sla/rotation", "sla_sd/rotation"), seeds=(0, 1, 2)):
   g = ml_collections.ConfigDict()
   g.title = "comparisons"
   g.config = "configs/quickstart.py"
   g.runs = runs
-  g.seeds = (0, 1, 2)
+  g.seeds = seeds
   g.overrides = {}
   g.comparisons = entries
   return g
@@ -95,3 +95,87 @@ def test_results_tabulate_each_comparison_with_its_welch_test(tmp_path):
                   runs=("sla/rotation", "sla_sd/rotation", "baseline/rotation"))
   assert "Chosen comparisons" not in experiments.write_results(
       one_side, "g.py", tmp_path).read_text()
+
+
+# A grid paired with another's folder: the same groups, other data.
+HERE = {"baseline/rotation": {"acc": [0.745, 0.741, 0.750]},
+        "sla/rotation": {"acc_si": [0.760, 0.752, 0.771], "acc_ag": [0.771, 0.760, 0.779]}}
+THERE = {"baseline/rotation": {"acc": [0.267, 0.263, 0.272]},
+         "sla/rotation": {"acc_si": [0.283, 0.288, 0.275], "acc_ag": [0.294, 0.303, 0.297]}}
+
+
+def _write_runs(out, accs):
+  for group, metrics in accs.items():
+    objective, transform = group.split("/")
+    for seed, _ in enumerate(next(iter(metrics.values()))):
+      workdir = out / "runs" / f"{objective}_{transform}_seed{seed}"
+      workdir.mkdir(parents=True)
+      (workdir / "results.json").write_text(json.dumps({
+          "selection_metric": f"val/{next(iter(metrics))}", "best_step": 10,
+          "final_step": 10, "test": {m: v[seed] for m, v in metrics.items()}}))
+
+
+def _paired_rows(text):
+  return {tuple(c.strip() for c in line.split("|")[1:3]):
+          [c.strip() for c in line.split("|")[3:10]]
+          for line in text.split("## Gains here and in", 1)[1].splitlines()
+          if line.startswith("| sla/")}
+
+
+def test_gains_are_set_beside_the_paired_grids_with_a_test_of_their_gap(tmp_path):
+  _write_runs(tmp_path / "here", HERE)
+  _write_runs(tmp_path / "there", THERE)
+  g = grid(runs=("baseline/rotation", "sla/rotation"))
+  g.paired_with = str(tmp_path / "there")
+  text = experiments.write_results(g, "g.py", tmp_path / "here").read_text()
+  rows = _paired_rows(text)
+  assert set(rows) == {("sla/rotation", "acc_si"), ("sla/rotation", "acc_ag")}
+  mean = lambda v: 100 * sum(v) / len(v)
+  for (group, metric), cells in rows.items():
+    gain = mean(HERE[group][metric]) - mean(HERE["baseline/rotation"]["acc"])
+    other = mean(THERE[group][metric]) - mean(THERE["baseline/rotation"]["acc"])
+    assert float(cells[0]) == pytest.approx(gain, abs=0.005)
+    assert float(cells[1].rstrip(" %")) == pytest.approx(
+        100 * gain / mean(HERE["baseline/rotation"]["acc"]), abs=0.05)
+    assert float(cells[2]) == pytest.approx(other, abs=0.005)
+    assert float(cells[3].rstrip(" %")) == pytest.approx(
+        100 * other / mean(THERE["baseline/rotation"]["acc"]), abs=0.05)
+    assert float(cells[4]) == pytest.approx(other - gain, abs=0.01)
+    assert 0 < float(cells[5]) < 1
+    assert cells[6] == "3 / 3, 3 / 3"
+
+
+def test_the_gap_test_is_welchs_when_the_baselines_do_not_vary(tmp_path):
+  """With constant baselines the gap's test is Welch's between the two
+  predictions, one shifted by the baselines' difference (an independent check
+  of the four-sample degrees of freedom)."""
+  here = {"baseline/rotation": {"acc": [0.50, 0.50, 0.50]},
+          "sla/rotation": {"acc_ag": [0.55, 0.53, 0.58]}}
+  there = {"baseline/rotation": {"acc": [0.20, 0.20]},
+           "sla/rotation": {"acc_ag": [0.29, 0.26, 0.30, 0.24]}}
+  _write_runs(tmp_path / "here", here)
+  _write_runs(tmp_path / "there", there)
+  g = grid(runs=("baseline/rotation", "sla/rotation"), seeds=(0, 1, 2, 3))
+  g.paired_with = str(tmp_path / "there")
+  text = experiments.write_results(g, "g.py", tmp_path / "here").read_text()
+  cells = _paired_rows(text)[("sla/rotation", "acc_ag")]
+  shifted = [100 * v + 30 for v in there["sla/rotation"]["acc_ag"]]
+  assert float(cells[5]) == pytest.approx(
+      welch_p(shifted, [100 * v for v in here["sla/rotation"]["acc_ag"]]), abs=0.0005)
+  assert cells[6] == "3 / 3, 4 / 2"
+
+
+def test_a_paired_folder_without_runs_says_so_and_a_bad_value_fails_early(tmp_path):
+  _write_runs(tmp_path / "here", HERE)
+  g = grid(runs=("baseline/rotation", "sla/rotation"))
+  g.paired_with = str(tmp_path / "missing")
+  text = experiments.write_results(g, "g.py", tmp_path / "here").read_text()
+  assert ("No prediction has finished runs and a baseline both here and "
+          f"under `{tmp_path / 'missing'}` yet.") in text
+  del g.paired_with
+  assert "Gains here and in" not in experiments.write_results(
+      g, "g.py", tmp_path / "here").read_text()
+  g.paired_with = ("results/a", "results/b")
+  with pytest.raises(ValueError, match="paired_with must be one folder as a string"):
+    experiments.run_grid(g, tmp_path / "out", log=lambda _: None)
+  assert not (tmp_path / "out").exists()
