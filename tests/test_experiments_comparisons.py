@@ -58,10 +58,11 @@ def test_a_bad_comparison_fails_before_any_run(tmp_path, monkeypatch):
   assert not (tmp_path / "out").exists()
 
 
-def _finished_runs(out):
-  for group, metrics in ACCS.items():
+def _write_runs(out, accs):
+  """Finished runs' results.json under ``out/runs``: group -> {metric: [per seed]}."""
+  for group, metrics in accs.items():
     objective, transform = group.split("/")
-    for seed in range(3):
+    for seed, _ in enumerate(next(iter(metrics.values()))):
       workdir = out / "runs" / f"{objective}_{transform}_seed{seed}"
       workdir.mkdir(parents=True)
       (workdir / "results.json").write_text(json.dumps({
@@ -70,7 +71,7 @@ def _finished_runs(out):
 
 
 def test_results_tabulate_each_comparison_with_its_welch_test(tmp_path):
-  _finished_runs(tmp_path)
+  _write_runs(tmp_path, ACCS)
   g = grid("sla_sd/rotation:acc_sd vs sla/rotation:acc_ag",
            "sla_sd/rotation:acc_sd vs sla/rotation:acc_si")
   text = experiments.write_results(g, "g.py", tmp_path).read_text()
@@ -102,17 +103,6 @@ HERE = {"baseline/rotation": {"acc": [0.745, 0.741, 0.750]},
         "sla/rotation": {"acc_si": [0.760, 0.752, 0.771], "acc_ag": [0.771, 0.760, 0.779]}}
 THERE = {"baseline/rotation": {"acc": [0.267, 0.263, 0.272]},
          "sla/rotation": {"acc_si": [0.283, 0.288, 0.275], "acc_ag": [0.294, 0.303, 0.297]}}
-
-
-def _write_runs(out, accs):
-  for group, metrics in accs.items():
-    objective, transform = group.split("/")
-    for seed, _ in enumerate(next(iter(metrics.values()))):
-      workdir = out / "runs" / f"{objective}_{transform}_seed{seed}"
-      workdir.mkdir(parents=True)
-      (workdir / "results.json").write_text(json.dumps({
-          "selection_metric": f"val/{next(iter(metrics))}", "best_step": 10,
-          "final_step": 10, "test": {m: v[seed] for m, v in metrics.items()}}))
 
 
 def _paired_rows(text):
