@@ -16,7 +16,7 @@ default ``sla_jax.main``; few-shot grids set ``sla_jax.fewshot_main``) and
 beside those against the baseline, each ``"GROUP:METRIC vs GROUP:METRIC"``,
 e.g. ``"sla_sd/rotation:acc_sd vs sla/rotation:acc_ag"``: does the SD head
 keep AG's gain?) and ``paired_with`` (the output folder of another grid with
-the same groups, e.g. the same schedule on other data: RESULTS.md then sets
+the same groups, relative to the working directory like ``config``, e.g. the same schedule on other data: RESULTS.md then sets
 each prediction's gain over the baseline here beside its gain there, with a
 test of their difference). Each run is ``python -m <program>`` in a
 subprocess with its own workdir ``OUT/runs/<objective>_<transform>[_<variant>]_seed<k>``. A run
