@@ -5,6 +5,7 @@
 #   bash launch/cpu_evidence.sh collect          # finished runs -> results/<name>/, RESULTS.md
 #   bash launch/cpu_evidence.sh status           # finished / started runs per grid
 #   bash launch/cpu_evidence.sh restore [GRID...] # collected runs -> $EVIDENCE (run does it too)
+#   bash launch/cpu_evidence.sh keep [GRID...]   # unfinished runs' newest checkpoints -> $RESULTS
 #   bash launch/cpu_evidence.sh pin GRID         # the grid's code: its commit and worktree
 #
 # Runs train in $EVIDENCE (default /tmp/evidence/<name>), outside the repo, so
@@ -13,6 +14,12 @@
 # /tmp does not outlive a session, so `run` first puts back the finished runs
 # already collected into $RESULTS/<name>/runs: a grid spread over sessions
 # retrains only what was not collected (collect after every few runs).
+# An SLA run can outlast what is left of a session: stop the grid (SIGTERM to
+# the harness, which checkpoints the running trainer), then `keep` packs each
+# unfinished run (its newest checkpoint and its logs, not best/) into
+# $RESULTS/<name>/in_progress/NAME.tgz to commit; `run` and `restore` unpack
+# it where the run has no checkpoint of its own, and `collect` deletes it once
+# the run is finished.
 # Every run of a grid uses the same code: the first `run` pins the commit it
 # started from in $RESULTS/<name>/code_commit (commit that file with the runs),
 # and each `run` trains from a git worktree of that commit ($WORKTREES, default
@@ -66,7 +73,7 @@ unpack() {
 }
 
 restore() {  # collected finished runs of grid $1 -> $EVIDENCE (the harness skips them)
-  local run dst restored=0
+  local run dst kept restored=0
   for run in "$RESULTS/$1"/runs/*/; do
     [ -f "$run/results.json" ] || continue
     dst=$EVIDENCE/$1/runs/$(basename "$run")
@@ -75,6 +82,32 @@ restore() {  # collected finished runs of grid $1 -> $EVIDENCE (the harness skip
     restored=$((restored + 1))
   done
   if [ "$restored" -gt 0 ]; then echo "$1: $restored finished runs restored from $RESULTS/$1"; fi
+  restored=0
+  for kept in "$RESULTS/$1"/in_progress/*.tgz; do  # unfinished runs kept by `keep`
+    [ -f "$kept" ] || continue
+    dst=$EVIDENCE/$1/runs/$(basename "$kept" .tgz)
+    [ -f "$dst/results.json" ] && continue
+    [ -n "$(ls "$dst/checkpoints" 2>/dev/null)" ] && continue  # its own are newer
+    mkdir -p "$dst"; tar xzf "$kept" -C "$dst"
+    restored=$((restored + 1))
+  done
+  if [ "$restored" -gt 0 ]; then echo "$1: $restored unfinished runs restored from $RESULTS/$1/in_progress"; fi
+}
+
+keep() {  # grid $1's unfinished runs: newest checkpoint + logs -> $RESULTS/$1/in_progress/NAME.tgz
+  local run step files
+  for run in "$EVIDENCE/$1"/runs/*/; do
+    [ -f "$run/results.json" ] && continue
+    step=$( (ls "$run/checkpoints" 2>/dev/null || true) | { grep -E '^[0-9]+$' || true; } | sort -n | tail -n 1)
+    [ -n "$step" ] || continue
+    files=$(cd "$run" && find . -maxdepth 1 -type f -printf '%P\n' | sort)
+    mkdir -p "$RESULTS/$1/in_progress"
+    local out=$RESULTS/$1/in_progress/$(basename "$run").tgz
+    # shellcheck disable=SC2086  # file names: the trainer's own, no spaces
+    (cd "$run" && tar czf - "checkpoints/$step" $files) > "$out.partial"
+    mv "$out.partial" "$out"  # a kept run is replaced whole or not at all
+    echo "$1: kept $(basename "$run") at step $step in $out"
+  done
 }
 
 selected() {  # the GRIDS entries named on the command line (all if none)
@@ -117,6 +150,10 @@ case "$mode" in
         copied=$((copied + 1))
       done
       echo "$name: $copied finished runs"
+      for run in "$RESULTS/$name"/runs/*/; do  # a finished run needs no kept checkpoint
+        rm -f "$RESULTS/$name/in_progress/$(basename "$run").tgz"
+      done
+      rmdir "$RESULTS/$name/in_progress" 2>/dev/null || true
       if [ "$copied" -gt 0 ]; then
         "$PYTHON" -m sla_jax.experiments --grid "$grid" --out "$RESULTS/$name" \
           --summarize_only
@@ -124,6 +161,8 @@ case "$mode" in
     done ;;
   restore)
     selected "$@" | while IFS= read -r entry; do restore "${entry%%:*}"; done ;;
+  keep)
+    selected "$@" | while IFS= read -r entry; do keep "${entry%%:*}"; done ;;
   status)
     selected "$@" | while IFS= read -r entry; do
       name=${entry%%:*}
@@ -132,5 +171,5 @@ case "$mode" in
       echo "$name: $done_ finished, $started started (in $EVIDENCE/$name)"
     done ;;
   *)
-    echo "usage: cpu_evidence.sh run|collect|status|restore [GRID...] | pin GRID" >&2; exit 2 ;;
+    echo "usage: cpu_evidence.sh run|collect|status|restore|keep [GRID...] | pin GRID" >&2; exit 2 ;;
 esac

@@ -6,6 +6,7 @@ import pathlib
 import shlex
 import shutil
 import subprocess
+import tarfile
 import sys
 
 import pytest
@@ -112,6 +113,54 @@ def test_cpu_evidence_restore_puts_back_collected_runs(tmp_path):
   assert again.returncode == 0 and "restored" not in again.stdout  # nothing twice
   status = _evidence(tmp_path, "status", "fewshot_cpu")
   assert "fewshot_cpu: 1 finished, 2 started" in status.stdout
+
+
+def test_cpu_evidence_keeps_unfinished_runs_across_sessions(tmp_path):
+  """keep: an unfinished run's newest checkpoint and logs (not best/, not older
+  checkpoints) -> results/NAME/in_progress; restore puts it back where the run
+  has no checkpoint of its own; collect deletes it once the run is finished."""
+  runs = tmp_path / "evidence" / "fewshot_cpu" / "runs"
+  unfinished = runs / "sla_rotation_seed1"
+  for step in ("480", "960"):
+    (unfinished / "checkpoints" / step / "state").mkdir(parents=True)
+    (unfinished / "checkpoints" / step / "state" / "d").write_text(step)
+  (unfinished / "checkpoints" / "1440.orbax-checkpoint-tmp-7").mkdir()  # half written
+  (unfinished / "best" / "480").mkdir(parents=True)
+  (unfinished / "metrics.jsonl").write_text('{"step": 960}\n')
+  (unfinished / "wall_time.json").write_text('{"s": 1234.5}\n')
+  results = json.dumps({
+      "best_step": 300, "final_step": 300, "selection_metric": "val/5way5shot/acc",
+      "test": {"5way1shot/acc": 0.3, "5way5shot/acc": 0.4}})
+  finished = runs / "protonet_rotation_seed0"
+  (finished / "checkpoints" / "300").mkdir(parents=True)
+  (finished / "results.json").write_text(results)
+  (runs / "sla_rotation_seed2").mkdir()  # started, no checkpoint yet: nothing to keep
+  keep = _evidence(tmp_path, "keep", "fewshot_cpu")
+  assert keep.returncode == 0, keep.stderr
+  kept = tmp_path / "results" / "fewshot_cpu" / "in_progress"
+  assert sorted(p.name for p in kept.iterdir()) == ["sla_rotation_seed1.tgz"]
+  assert "kept sla_rotation_seed1 at step 960" in keep.stdout
+  with tarfile.open(kept / "sla_rotation_seed1.tgz") as tar:
+    assert sorted(m.name for m in tar.getmembers() if m.isfile()) == [
+        "checkpoints/960/state/d", "metrics.jsonl", "wall_time.json"]
+  # A new session: $EVIDENCE is empty.
+  shutil.rmtree(tmp_path / "evidence")
+  restore = _evidence(tmp_path, "restore", "fewshot_cpu")
+  assert restore.returncode == 0, restore.stderr
+  assert "fewshot_cpu: 1 unfinished runs restored" in restore.stdout
+  assert (unfinished / "checkpoints" / "960" / "state" / "d").read_text() == "960"
+  assert (unfinished / "wall_time.json").read_text() == '{"s": 1234.5}\n'
+  # A run that has moved on in this session keeps its own checkpoints.
+  shutil.rmtree(unfinished / "checkpoints" / "960")
+  (unfinished / "checkpoints" / "1440").mkdir()
+  again = _evidence(tmp_path, "restore", "fewshot_cpu")
+  assert again.returncode == 0 and "restored" not in again.stdout
+  assert not (unfinished / "checkpoints" / "960").exists()
+  # Finished and collected: its kept checkpoint goes.
+  (unfinished / "results.json").write_text(results)
+  collect = _evidence(tmp_path, "collect", "fewshot_cpu")
+  assert collect.returncode == 0, collect.stderr
+  assert not kept.exists()
 
 
 def test_cpu_evidence_pins_a_grid_to_one_commit(tmp_path):
