@@ -17,8 +17,9 @@ beside those against the baseline, each ``"GROUP:METRIC vs GROUP:METRIC"``,
 e.g. ``"sla_sd/rotation:acc_sd vs sla/rotation:acc_ag"``: does the SD head
 keep AG's gain?) and ``paired_with`` (the output folder of another grid with
 the same groups, relative to the working directory like ``config``, e.g. the same schedule on other data: RESULTS.md then sets
-each prediction's gain over the baseline here beside its gain there, with a
-test of their difference). Each run is ``python -m <program>`` in a
+each prediction's gain over the baseline here beside its gain there (in
+points, relative to the baseline and as a share of its error), with a test of
+their difference). Each run is ``python -m <program>`` in a
 subprocess with its own workdir ``OUT/runs/<objective>_<transform>[_<variant>]_seed<k>``. A run
 ``"objective/transform/variant"`` adds the grid's ``variants[variant]``
 (trainer overrides, e.g. the feature-level pretext task) to that run. A run whose
@@ -488,6 +489,14 @@ def _gain_gap_p(here: Sequence[float], here_base: Sequence[float],
   return f"{2 * stats.t.sf(abs(gap) / np.sqrt(total), df):.3f}"
 
 
+def _gain_cells(gain: float, base: Sequence[float]) -> str:
+  """Table cells of a gain in points over a baseline (percent values): the
+  points, relative to the baseline's mean, and as a share of its error."""
+  mean = np.mean(base)
+  of_error = f"{100 * gain / (100 - mean):+.1f} %" if mean < 100 else "–"
+  return f"{gain:+.2f} | {100 * gain / mean:+.1f} % | {of_error}"
+
+
 def _paired_table(records: Sequence[dict], grid) -> list[str]:
   """RESULTS.md lines: each prediction's gain over the baseline's ``acc`` here
   and in ``grid.paired_with`` (that folder's runs of this grid's groups)."""
@@ -511,10 +520,8 @@ def _paired_table(records: Sequence[dict], grid) -> list[str]:
       gain, other_gain = (np.mean(a) - np.mean(b)
                           for a, b in ((ours, base), (theirs, other_base)))
       rows.append(
-          f"| {group} | {metric} | {gain:+.2f} | "
-          f"{100 * gain / np.mean(base):+.1f} % | {other_gain:+.2f} | "
-          f"{100 * other_gain / np.mean(other_base):+.1f} % | "
-          f"{other_gain - gain:+.2f} | "
+          f"| {group} | {metric} | {_gain_cells(gain, base)} | "
+          f"{_gain_cells(other_gain, other_base)} | {other_gain - gain:+.2f} | "
           f"{_gain_gap_p(ours, base, theirs, other_base)} | "
           f"{len(ours)} / {len(base)}, {len(theirs)} / {len(other_base)} |")
   title = f"Gains here and in `{paired}` (test %, against each side's baseline)"
@@ -523,13 +530,15 @@ def _paired_table(records: Sequence[dict], grid) -> list[str]:
             f"baseline both here and under `{paired}` yet.", ""]
   return _section(
       title, "Each prediction minus the baseline's `acc` of the same side "
-      "(points, and relative to that baseline's mean); the gap is the gain "
+      "(points; relative to that baseline's mean, the paper's measure; and as "
+      "a share of the error the baseline leaves, 100 minus its mean, which "
+      "does not favour the side with the lower baseline); the gap is the gain "
       "there minus the gain here, its p Welch's t over the four samples "
       "(Welch-Satterthwaite degrees of freedom); n = seeds of the prediction "
       "/ of the baseline, here, there.",
-      "| objective/transform | prediction | gain here | relative | gain "
-      "there | relative | gap | p | n |",
-      "|---|---|---:|---:|---:|---:|---:|---:|---:|", rows)
+      "| objective/transform | prediction | gain here | relative | of the "
+      "error | gain there | relative | of the error | gap | p | n |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", rows)
 
 
 def _baseline_table(records: Sequence[dict], names: Sequence[str]) -> list[str]:

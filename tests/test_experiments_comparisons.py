@@ -107,7 +107,7 @@ THERE = {"baseline/rotation": {"acc": [0.267, 0.263, 0.272]},
 
 def _paired_rows(text):
   return {tuple(c.strip() for c in line.split("|")[1:3]):
-          [c.strip() for c in line.split("|")[3:10]]
+          [c.strip() for c in line.split("|")[3:12]]
           for line in text.split("## Gains here and in", 1)[1].splitlines()
           if line.startswith("| sla/")}
 
@@ -124,15 +124,16 @@ def test_gains_are_set_beside_the_paired_grids_with_a_test_of_their_gap(tmp_path
   for (group, metric), cells in rows.items():
     gain = mean(HERE[group][metric]) - mean(HERE["baseline/rotation"]["acc"])
     other = mean(THERE[group][metric]) - mean(THERE["baseline/rotation"]["acc"])
-    assert float(cells[0]) == pytest.approx(gain, abs=0.005)
-    assert float(cells[1].rstrip(" %")) == pytest.approx(
-        100 * gain / mean(HERE["baseline/rotation"]["acc"]), abs=0.05)
-    assert float(cells[2]) == pytest.approx(other, abs=0.005)
-    assert float(cells[3].rstrip(" %")) == pytest.approx(
-        100 * other / mean(THERE["baseline/rotation"]["acc"]), abs=0.05)
-    assert float(cells[4]) == pytest.approx(other - gain, abs=0.01)
-    assert 0 < float(cells[5]) < 1
-    assert cells[6] == "3 / 3, 3 / 3"
+    for side, (points, base) in enumerate(((gain, HERE), (other, THERE))):
+      base = mean(base["baseline/rotation"]["acc"])
+      cell = cells[3 * side:3 * side + 3]
+      assert float(cell[0]) == pytest.approx(points, abs=0.005)
+      assert float(cell[1].rstrip(" %")) == pytest.approx(100 * points / base, abs=0.05)
+      assert float(cell[2].rstrip(" %")) == pytest.approx(
+          100 * points / (100 - base), abs=0.05)
+    assert float(cells[6]) == pytest.approx(other - gain, abs=0.01)
+    assert 0 < float(cells[7]) < 1
+    assert cells[8] == "3 / 3, 3 / 3"
 
 
 def test_the_gap_test_is_welchs_when_the_baselines_do_not_vary(tmp_path):
@@ -150,9 +151,9 @@ def test_the_gap_test_is_welchs_when_the_baselines_do_not_vary(tmp_path):
   text = experiments.write_results(g, "g.py", tmp_path / "here").read_text()
   cells = _paired_rows(text)[("sla/rotation", "acc_ag")]
   shifted = [100 * v + 30 for v in there["sla/rotation"]["acc_ag"]]
-  assert float(cells[5]) == pytest.approx(
+  assert float(cells[7]) == pytest.approx(
       welch_p(shifted, [100 * v for v in here["sla/rotation"]["acc_ag"]]), abs=0.0005)
-  assert cells[6] == "3 / 3, 4 / 2"
+  assert cells[8] == "3 / 3, 4 / 2"
 
 
 def test_a_paired_folder_without_runs_says_so_and_a_bad_value_fails_early(tmp_path):
