@@ -95,14 +95,14 @@ restore() {  # collected finished runs of grid $1 -> $EVIDENCE (the harness skip
 }
 
 keep() {  # grid $1's unfinished runs: newest checkpoint + logs -> $RESULTS/$1/in_progress/NAME.tgz
-  local run step files
+  local run step files out
   for run in "$EVIDENCE/$1"/runs/*/; do
     [ -f "$run/results.json" ] && continue
     step=$( (ls "$run/checkpoints" 2>/dev/null || true) | { grep -E '^[0-9]+$' || true; } | sort -n | tail -n 1)
     [ -n "$step" ] || continue
     files=$(cd "$run" && find . -maxdepth 1 -type f -printf '%P\n' | sort)
     mkdir -p "$RESULTS/$1/in_progress"
-    local out=$RESULTS/$1/in_progress/$(basename "$run").tgz
+    out=$RESULTS/$1/in_progress/$(basename "$run").tgz
     # shellcheck disable=SC2086  # file names: the trainer's own, no spaces
     (cd "$run" && tar czf - "checkpoints/$step" $files) > "$out.partial"
     mv "$out.partial" "$out"  # a kept run is replaced whole or not at all
