@@ -190,3 +190,25 @@ def test_chunked_weight_gradient_of_a_sharded_batch(axis_type):
   for chunk_bytes in (n * per_image, 2 * per_image, None):
     np.testing.assert_allclose(grad(x, dy, 1, chunk_bytes), expected,
                                rtol=1e-5, atol=1e-4)
+
+
+def _dot_contracting_dims(compiled_text):
+  """``(lhs, rhs)`` contracting dims of every dot in a compiled CPU program."""
+  return {(line.split("lhs_contracting_dims=")[1].split(",")[0],
+           line.split("rhs_contracting_dims=")[1].split(",")[0])
+          for line in compiled_text.splitlines()
+          if " dot(" in line and "lhs_contracting_dims=" in line}
+
+
+@pytest.mark.parametrize("chunk_bytes", [8 * 8 * 9 * 8 * 4, None])
+def test_weight_gradient_matmul_is_in_standard_form(chunk_bytes):
+  """The patches matmul contracts its left operand's last axis and its right
+  operand's first (``dy^T @ patches``), the form XLA:CPU gives YNNPACK; as
+  ``patches^T @ dy`` (both first axes) it ran as a slower generic dot."""
+  x = jnp.ones((6, 8, 8, 8))
+  dy = jnp.ones((6, 8, 8, 4))
+  text = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3)).lower(
+      x, dy, 1, chunk_bytes).compile().as_text()
+  assert _dot_contracting_dims(text) == {("{1}", "{0}")}
+  if jax.default_backend() == "cpu":
+    assert "__ynn_fusion" in text

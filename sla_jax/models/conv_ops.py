@@ -75,23 +75,36 @@ def weight_grad_matmul(x: jax.Array, dy: jax.Array, stride: int,
   size = (batch if chunk_bytes is None else shards * _images_per_chunk(
       batch // shards, per_image, chunk_bytes))
   if size == batch:
-    return _patches_matmul(x, dy, stride)
-  # Chunk k holds images k, k + n, k + 2n, ... (n chunks): the batch axis
-  # stays the leading one, so with a batch sharded over D devices and chunks
-  # of a multiple of D images each device builds its own images' patches.
-  n = batch // size
-  strided = lambda a: _reshape(a, (size, n) + a.shape[1:], (0, None))
-  xs, dys = strided(x), strided(dy)
+    grad_t = _patches_matmul_t(x, dy, stride)
+  else:
+    # Chunk k holds images k, k + n, k + 2n, ... (n chunks): the batch axis
+    # stays the leading one, so with a batch sharded over D devices and
+    # chunks of a multiple of D images each device builds its own images'
+    # patches.
+    n = batch // size
+    strided = lambda a: _reshape(a, (size, n) + a.shape[1:], (0, None))
+    xs, dys = strided(x), strided(dy)
 
-  def add_chunk(k, total):
-    take = lambda a: lax.dynamic_index_in_dim(a, k, axis=1, keepdims=False)
-    return total + _patches_matmul(take(xs), take(dys), stride)
+    def add_chunk(k, total):
+      take = lambda a: lax.dynamic_index_in_dim(a, k, axis=1, keepdims=False)
+      return total + _patches_matmul_t(take(xs), take(dys), stride)
 
-  zero = jnp.zeros((3, 3, channels, dy.shape[-1]), jnp.float32)
-  return lax.fori_loop(0, n, add_chunk, zero)
+    zero = jnp.zeros((dy.shape[-1], 9 * channels), jnp.float32)
+    grad_t = lax.fori_loop(0, n, add_chunk, zero)
+  # The barrier keeps XLA from folding this transpose back into the matmul.
+  return lax.optimization_barrier(grad_t).T.reshape(3, 3, channels, -1)
 
 
-def _patches_matmul(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
+def _patches_matmul_t(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
+  """The weight gradient transposed, ``[D, 9 C]`` = ``dy^T @ patches(x)``.
+
+  ``dy^T`` is materialised (the barrier stops XLA from folding the transpose
+  into the matmul), so the matmul contracts the last axis of its left operand
+  and the first of its right one: the form XLA:CPU hands to YNNPACK. As
+  ``patches^T @ dy``, which contracts both operands' first axis, it ran as a
+  slower generic dot (BENCHMARKS.md, "The weight-gradient matmul in standard
+  form").
+  """
   out_h, out_w = dy.shape[1], dy.shape[2]
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   taps = [padded[:, kh:kh + stride * (out_h - 1) + 1:stride,
@@ -99,12 +112,12 @@ def _patches_matmul(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
           for kh in range(3) for kw in range(3)]
   channels = x.shape[-1]
   patches = _reshape(jnp.concatenate(taps, -1), (-1, 9 * channels), (0,))
-  rows = _reshape(dy, (-1, dy.shape[-1]), (0,))
+  rows_t = lax.optimization_barrier(
+      _reshape(dy, (-1, dy.shape[-1]), (0,)).T)
   sharding = _explicit_sharding(x)
-  grad = jnp.matmul(patches.T, rows, preferred_element_type=jnp.float32,
+  return jnp.matmul(rows_t, patches, preferred_element_type=jnp.float32,
                     out_sharding=(None if sharding is None
                                   else NamedSharding(sharding.mesh, P())))
-  return grad.reshape(3, 3, channels, -1)
 
 
 def _explicit_sharding(a: jax.Array) -> NamedSharding | None:
