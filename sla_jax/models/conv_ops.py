@@ -4,8 +4,9 @@ Two things XLA:CPU does slowly are done here by hand, bit-identical to XLA's own
 gradients where both are exact (tested):
 
 * Weight gradient of a 3x3 convolution as a matrix multiplication over patches:
-  ``dW = patches(x)^T @ dy`` (the nine shifted copies of the padded input side
-  by side, times the output gradient) is faster on CPU for inputs of 16x16 and
+  ``dW^T = dy^T @ patches(x)`` (the output gradient, transposed, times the nine
+  shifted copies of the padded input side by side; written so that XLA:CPU
+  runs it in YNNPACK) is faster on CPU for inputs of 16x16 and
   larger and for smaller inputs whose patches matrix is large; other layers
   keep the convolution form (:data:`MIN_MATMUL_PIXELS`,
   :data:`MIN_MATMUL_PATCH_BYTES`).
