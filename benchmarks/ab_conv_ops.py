@@ -4,9 +4,10 @@
     python -m benchmarks.ab_conv_ops --other /tmp/conv_ops_before.py \
         --config configs/cifar.py:objective=sla [--rounds 6] [--calls 3] [--json]
 
-Separate processes on a shared 2-core VM differ by ±10 % from run to run, more
-than most changes to the CPU step's convolutions gain; one process that
-alternates the two steps sees both under the same conditions. The tool
+Separate processes on a shared VM differ from run to run by more than most
+changes to the CPU step's convolutions gain (BENCHMARKS.md, "The weight-gradient
+matmul in standard form"); one process that alternates the two steps sees both
+under the same conditions. The tool
 compiles the trainer's step (:func:`sla_jax.bench.build_train_step`, synthetic
 data, any ``--config.*`` override) twice: once as this checkout builds it, once
 with ``sla_jax.models.conv_ops.conv_general_dilated`` (what every model's
