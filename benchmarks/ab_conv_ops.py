@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import numpy as np
 
@@ -125,8 +125,7 @@ def compare(config, other_path, rounds: int = 6, calls: int = 3
 
 
 def main(argv, flag=None):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
   if flag["config"].value is None or not flag["other"].value:
     print("ab_conv_ops: error: pass --config (a trainer config) and --other "

@@ -38,7 +38,7 @@ import sys
 import tempfile
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 TARGETS_DIR = pathlib.Path(__file__).resolve().parent / "gpu_targets"
 _THUNK = re.compile(r"^(?P<indent> *)\d+: (?P<kind>k\w+)\b(?P<rest>.*)$")
@@ -238,8 +238,7 @@ def format_line(result: dict[str, Any]) -> str:
 
 
 def main(argv, flag=None):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.ERROR)
   if flag["config"].value is None:
     print("gpu_kernel_census: error: pass --config (a trainer config).",

@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 
 from sla_jax import bench, train
@@ -142,8 +142,7 @@ def format_table(result: dict[str, Any], top: int) -> str:
 
 
 def main(argv, flag=None):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
   if flag["config"].value is None or not flag["out"].value:
     print("profile_step: error: pass --config (a trainer config) and --out "

@@ -41,7 +41,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
@@ -428,8 +428,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
   if _REQUIRE_QUIET.value and machine_load()["busy"]:
     print(f"sla-bench: error: the machine is busy ({machine_load()}); stop "

@@ -133,7 +133,8 @@ def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
         argv: Sequence[str] | None = None) -> None:
   """``app.run(main)`` with the tool's own ``--help`` and exit-2 flag errors.
 
-  Sets the tools' default XLA flags first (:mod:`sla_jax.xla_env`).
+  Arguments left after the flags are refused (exit 2), so ``main`` sees
+  ``argv == [program]``. Sets the tools' default XLA flags first (:mod:`sla_jax.xla_env`).
   """
   xla_env.apply_defaults()
   argv = list(sys.argv if argv is None else argv)
@@ -143,8 +144,10 @@ def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
 
   def main_with_usage_errors(args):
     try:
+      if len(args) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(args[1:])}")
       return main(args)
-    except app.UsageError as e:  # e.g. surplus arguments: one line, not absl's usage
+    except app.UsageError as e:  # one line, not absl's usage
       print(f"{prog}: error: {e}", file=sys.stderr)
       sys.exit(2)
 

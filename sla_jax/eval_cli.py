@@ -83,8 +83,7 @@ _OVERRIDES: dict[str, str] = {}
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
   from sla_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
   try:

@@ -54,7 +54,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -721,8 +721,7 @@ _RUNS_ONLY = flags.DEFINE_bool(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
   out = pathlib.Path(_OUT.value)
   spec = flags.FLAGS["grid"].serialize().split("=", 1)[1]

@@ -11,7 +11,7 @@ the same command to resume).
 """
 
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from sla_jax import cli, fewshot_train
@@ -26,8 +26,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)  # before JAX logs its backend search
   cli.exit_on_run_errors(_PROG, lambda: fewshot_train.meta_train_and_evaluate(
       _CONFIG.value, _WORKDIR.value))

@@ -37,8 +37,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)  # before JAX logs its backend search
   use_distributed = (_DISTRIBUTED.value if _DISTRIBUTED.value is not None
                      else distributed.requested_by_env())

@@ -88,6 +88,21 @@ def test_an_unknown_config_field_names_its_path_and_the_nearest_fields(
   assert cli._unknown_field(argv[:-1]) is None  # pylint: disable=protected-access
 
 
+def test_run_refuses_surplus_arguments_before_main_runs():
+  """cli.run, not each tool's main, refuses arguments left after the flags."""
+  code = ("from sla_jax import cli; "
+          "cli.run(lambda argv: print('main ran', argv), 'some-tool', (), "
+          "'Some tool.', ['some-tool', 'surplus', 'more'])")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, cwd=sp.REPO, timeout=sp.TIMEOUT_S)
+  _assert_one_error_line(proc, "some-tool", "Unexpected arguments: surplus more")
+  assert "main ran" not in proc.stdout
+  ok = subprocess.run([sys.executable, "-c", code.replace(", 'surplus', 'more'", "")],
+                      capture_output=True, text=True, cwd=sp.REPO,
+                      timeout=sp.TIMEOUT_S)
+  assert ok.returncode == 0 and "main ran ['some-tool']" in ok.stdout, ok.stderr
+
+
 def _assert_one_error_line(proc, prog, message):
   assert proc.returncode == 2, proc.stderr
   lines = proc.stderr.strip().splitlines()
