@@ -27,9 +27,20 @@ With the ``train`` extra: :mod:`sla_jax.train` (``sla-train``),
 ``sla-eval``, ``sla-bench``; with ``experiments``: ``sla-experiments``.
 """
 
-from sla_jax import (augment, feature_transforms, fewshot, long_tail, losses,
-                     models, objectives, optim, transforms)
+import importlib
 
 __version__ = "0.2.0"
 __all__ = ["augment", "feature_transforms", "fewshot", "long_tail", "losses",
            "models", "objectives", "optim", "transforms"]
+
+
+def __getattr__(name: str):
+  """Imports the public module ``name`` on first use (``sla_jax.losses``), so
+  that ``import sla_jax.<module>`` loads only what that module needs."""
+  if name in __all__:
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))
