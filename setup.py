@@ -47,11 +47,12 @@ setup(
         "numpy",
         "dm-pix>=0.4.5",  # sla_jax.augment: RandAugment's geometric ops
     ],
-    entry_points={"console_scripts": ["sla-train = sla_jax.main:run",
-                                      "sla-bench = sla_jax.bench:run",
-                                      "sla-eval = sla_jax.eval_cli:run",
-                                      "sla-experiments = sla_jax.experiments:run",
-                                      "sla-fewshot = sla_jax.fewshot_main:run"]},
+    entry_points={"console_scripts": [
+        "sla-train = sla_jax.entry_points:train",
+        "sla-bench = sla_jax.entry_points:bench",
+        "sla-eval = sla_jax.entry_points:evaluate",
+        "sla-experiments = sla_jax.entry_points:experiments",
+        "sla-fewshot = sla_jax.entry_points:fewshot"]},
     extras_require={
         "train": _TRAIN,
         "experiments": _TRAIN + _EXPERIMENTS,

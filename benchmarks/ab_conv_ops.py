@@ -121,7 +121,8 @@ def compare(config, other_path, rounds: int = 6, calls: int = 3
           "this_s": [round(t / k, 4) for t in times["this"]],
           "other_s": [round(t / k, 4) for t in times["other"]],
           "machine_load_before": load,
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
 def main(argv, flag=None):

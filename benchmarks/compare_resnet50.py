@@ -32,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks import compare_torch, torch_sla
-from sla_jax import bench, xla_env
+from sla_jax import bench, malloc_env, xla_env
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,8 @@ def torch_step(batch_size: int, image_size: int, num_classes: int,
 
 
 def main():
-  xla_env.apply_defaults()  # what sla-train and sla-bench run with
+  malloc_env.reexec_with_defaults()  # what sla-train and sla-bench run with
+  xla_env.apply_defaults()
   parser = compare_torch.OneLineParser(prog="compare_resnet50",
                                        description=__doc__.splitlines()[0])
   parser.add_argument("--image_size", type=int, default=224)

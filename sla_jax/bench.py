@@ -380,6 +380,7 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   for r in rows:
     r["machine_load_before"] = load
     r["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    r["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
     r["peak_host_bytes"] = peak_rss
     r["peak_device_bytes"] = _device_memory()
   return rows

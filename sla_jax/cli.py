@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
-from sla_jax import xla_env
+from sla_jax import malloc_env, xla_env
 
 __all__ = ["run", "usage"]
 
@@ -134,8 +134,11 @@ def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
   """``app.run(main)`` with the tool's own ``--help`` and exit-2 flag errors.
 
   Arguments left after the flags are refused (exit 2), so ``main`` sees
-  ``argv == [program]``. Sets the tools' default XLA flags first (:mod:`sla_jax.xla_env`).
+  ``argv == [program]``. First runs the process again with the tools'
+  malloc setting if it lacks it (:mod:`sla_jax.malloc_env`), then sets the
+  tools' default XLA flags (:mod:`sla_jax.xla_env`).
   """
+  malloc_env.reexec_with_defaults()
   xla_env.apply_defaults()
   argv = list(sys.argv if argv is None else argv)
   if any(arg in _HELP for arg in argv[1:]):

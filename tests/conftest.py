@@ -10,6 +10,11 @@ from sla_jax import xla_env  # pylint: disable=g-import-not-at-top,wrong-import-
 os.environ["XLA_FLAGS"] = xla_env.with_defaults(
     os.environ.get("XLA_FLAGS", ""), {"xla_force_host_platform_device_count": "8"})
 xla_env.apply_defaults()
+# The tools' malloc setting (sla_jax.malloc_env), so that the tools the tests
+# start find it and do not run themselves again.
+from sla_jax import malloc_env  # pylint: disable=g-import-not-at-top,wrong-import-position
+os.environ["GLIBC_TUNABLES"] = malloc_env.with_hugetlb(
+    os.environ.get("GLIBC_TUNABLES", ""))
 
 import numpy as np
 import pytest
