@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks import original_side_by_side, torch_sla
-from sla_jax import bench, config_lib, xla_env
+from sla_jax import bench, config_lib, malloc_env, xla_env
 
 SHARED = pathlib.Path(os.environ.get(
     "SLA_SHARED_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared"))
@@ -188,7 +188,8 @@ def start_side_by_side(parser: argparse.ArgumentParser, args) -> tuple[dict, str
 
 
 def main():
-  xla_env.apply_defaults()  # what sla-train and sla-bench run with
+  malloc_env.reexec_with_defaults()  # what sla-train and sla-bench run with
+  xla_env.apply_defaults()
   parser = OneLineParser(prog="compare_torch",
                          description=__doc__.splitlines()[0])
   parser.add_argument("--depth", type=int, default=32)
@@ -199,12 +200,19 @@ def main():
                       "(model.fused_batch_norm).")
   parser.add_argument("--official", default=None,
                       help="A checkout of hankook/SLA: also time its own step.")
+  parser.add_argument("--only", default=None,
+                      choices=["jax", "torch", "official"],
+                      help="Time this contestant alone (no ratio): alternate "
+                      "such processes to compare programs that each have a "
+                      "process of their own, as users run them.")
   parser.add_argument("--jax_devices", type=positive_int, default=None,
                       help="Devices of our step (default: every CPU device, "
                       "or one accelerator).")
   add_side_by_side_flags(parser, batch_size=128, rounds=5, jax_dtype="float32",
                          torch_variant="fp32")
   args = parser.parse_args()
+  if args.only == "official" and not args.official:
+    parser.error("--only official needs --official PATH")
   if args.official and not os.path.isdir(args.official):
     parser.error(f"--official {args.official}: no such directory (a checkout "
                  f"of hankook/SLA)")
@@ -226,22 +234,26 @@ def main():
   if error is not None and error > 1e-5:
     raise SystemExit(f"PyTorch re-implementation is off the reference loss by "
                      f"{error:.2e} relative; not a fair comparison.")
-  rng = np.random.default_rng(0)
-  images = torch.from_numpy(rng.uniform(-1, 1, (args.batch_size, 3, 32, 32))
-                            .astype(np.float32)).to(device)
-  labels = torch.from_numpy(rng.integers(0, 10, args.batch_size)).to(device)
-  _, torch_call = torch_sla.make_step(
-      args.depth, channels_last="channels_last" in args.torch_variant,
-      bf16=args.torch_variant.startswith("bf16"), device=device)
-  if args.batch_size % jax_devices:
-    parser.exit(2, f"{parser.prog}: error: --batch_size={args.batch_size} is "
-                f"not divisible by the {jax_devices} JAX devices; use a "
-                f"multiple or set --jax_devices.\n")
-  jax_call = jax_step(args.depth, args.batch_size, args.jax_dtype,
-                      args.fast_variance, jax_devices, args.fused_batch_norm)
-  calls = {"jax": jax_call,
-           "torch": lambda: float(torch_call(images, labels))}
-  if args.official:
+  timed = {args.only} if args.only else {"jax", "torch", "official"}
+  calls = {}
+  if "jax" in timed:
+    if args.batch_size % jax_devices:
+      parser.exit(2, f"{parser.prog}: error: --batch_size={args.batch_size} is "
+                  f"not divisible by the {jax_devices} JAX devices; use a "
+                  f"multiple or set --jax_devices.\n")
+    calls["jax"] = jax_step(args.depth, args.batch_size, args.jax_dtype,
+                            args.fast_variance, jax_devices,
+                            args.fused_batch_norm)
+  if "torch" in timed:
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.uniform(-1, 1, (args.batch_size, 3, 32, 32))
+                              .astype(np.float32)).to(device)
+    labels = torch.from_numpy(rng.integers(0, 10, args.batch_size)).to(device)
+    _, torch_call = torch_sla.make_step(
+        args.depth, channels_last="channels_last" in args.torch_variant,
+        bf16=args.torch_variant.startswith("bf16"), device=device)
+    calls["torch"] = lambda: float(torch_call(images, labels))
+  if args.official and "official" in timed:
     calls["official"] = official_step(args.official, args.depth,
                                       args.batch_size, device)
   times = time_alternating(calls, args.rounds)
@@ -258,27 +270,33 @@ def main():
             "reference_loss_rel_error": error,
             "machine_load_before": load,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "jax_median_s": float(np.median(times["jax"])),
-            "torch_median_s": float(np.median(times["torch"]))}
-  result["jax_speed_vs_torch"] = result["torch_median_s"] / result["jax_median_s"]
-  if args.official:
-    result["official_median_s"] = float(np.median(times["official"]))
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+            "only": args.only}
+  for name, seconds in times.items():
+    result[f"{name}_median_s"] = float(np.median(seconds))
+  if "jax" in times and "torch" in times:
+    result["jax_speed_vs_torch"] = (result["torch_median_s"] /
+                                    result["jax_median_s"])
+  if "jax" in times and "official" in times:
     result["jax_speed_vs_official"] = (result["official_median_s"] /
                                        result["jax_median_s"])
   if args.json:
     print(json.dumps(result))
-  else:
-    print(f"ResNet-{args.depth}, {args.batch_size} images x 4 views: JAX "
-          f"({args.jax_dtype}) {result['jax_median_s']:.3f} s/step, PyTorch "
-          f"({args.torch_variant}) {result['torch_median_s']:.3f} s/step -> JAX "
-          f"runs at {result['jax_speed_vs_torch']:.2f}x PyTorch's speed "
-          f"(reference loss check: "
-          f"{'skipped' if error is None else f'{error:.1e} rel'}; load before "
-          f"{load['load_1m']:.2f}{', BUSY: not a result' if load['busy'] else ''})")
-    if args.official:
-      print(f"the original code's own step ({args.official}): "
-            f"{result['official_median_s']:.3f} s/step -> JAX runs at "
-            f"{result['jax_speed_vs_official']:.2f}x its speed")
+    return
+  check = "skipped" if error is None else f"{error:.1e} rel"
+  busy = ", BUSY: not a result" if load["busy"] else ""
+  names = {"jax": f"JAX ({args.jax_dtype})",
+           "torch": f"PyTorch ({args.torch_variant})",
+           "official": f"the original code's own step ({args.official})"}
+  print(f"ResNet-{args.depth}, {args.batch_size} images x 4 views "
+        f"(reference loss check: {check}; load before {load['load_1m']:.2f}"
+        f"{busy}):")
+  for name in times:
+    print(f"  {names[name]}: {result[f'{name}_median_s']:.3f} s/step")
+  for other in ("torch", "official"):
+    if f"jax_speed_vs_{other}" in result:
+      print(f"  JAX runs at {result[f'jax_speed_vs_{other}']:.2f}x the speed "
+            f"of {names[other]}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,16 @@ def test_cli_times_our_step_on_every_cpu_device_by_default():
   assert "not divisible by the 8 JAX devices" in bad.stderr
 
 
+def test_cli_times_one_contestant_alone_with_only():
+  import json  # pylint: disable=g-import-not-at-top
+  out = _compare("--batch_size", "8", "--only", "torch")
+  assert out.returncode == 0, out.stderr
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["only"] == "torch" and result["torch_median_s"] > 0
+  assert not any(key.startswith(("jax_median", "jax_speed", "official"))
+                 for key in result)
+
+
 def test_jax_step_takes_the_batch_norm_options(monkeypatch):
   seen = []
   monkeypatch.setattr(compare_torch, "config_step",
@@ -97,6 +107,7 @@ def test_jax_step_takes_the_batch_norm_options(monkeypatch):
     (["--jax_devices", "64"], "--jax_devices 64: JAX sees 8 devices"),
     (["--torch_device", "bogus"], "'bogus': use cpu, cuda, cuda:N or auto"),
     (["--official", "/nonexistent"], "--official /nonexistent: no such directory"),
+    (["--only", "official"], "--only official needs --official PATH"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args, message):
   bad = _compare(*args)
