@@ -13,8 +13,9 @@ devices JAX sees, over random uint8 images of the dataset's shape
   ``--config.steps_per_call`` steps and its time is divided by that), images/s,
   views/s, XLA's FLOP count of one step (:func:`reference_step_flops`: the
   same on every backend) and the achieved FLOP/s (with the fraction of the
-  device's peak on known GPUs/TPUs), peak host memory, and device memory where
-  the backend reports it;
+  device's peak on known GPUs/TPUs), the process's minor page faults and
+  system CPU seconds per step, peak host memory, and device memory where the
+  backend reports it;
 * eval step: one forward of ``eval_batch_size`` images, identity view only (what
   SI and the SD head need) and all M views (what AG needs), and their ratio;
 * input: host -> device transfer rate of uint8 batches, and the rate of the
@@ -88,20 +89,29 @@ def _peak_flops(device) -> float | None:
 
 
 def _time_calls(fn, steps: int, warmup: int) -> dict[str, float]:
-  """First call, then ``warmup`` untimed calls, then ``steps`` timed ones."""
+  """First call, then ``warmup`` untimed calls, then ``steps`` timed ones.
+
+  Also ``minor_faults`` and ``system_s``: the process's minor page faults and
+  system CPU seconds per timed call, like ``median_s`` (``getrusage``); memory
+  the kernel maps afresh on every call shows there (:mod:`sla_jax.malloc_env`).
+  """
   start = time.perf_counter()
   jax.block_until_ready(fn())
   first = time.perf_counter() - start
   for _ in range(warmup):
     jax.block_until_ready(fn())
   times = []
+  before = resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(steps):
     start = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
+  after = resource.getrusage(resource.RUSAGE_SELF)
   return {"first_call_s": first, "median_s": float(np.median(times)),
           "p10_s": float(np.percentile(times, 10)),
-          "p90_s": float(np.percentile(times, 90))}
+          "p90_s": float(np.percentile(times, 90)),
+          "minor_faults": (after.ru_minflt - before.ru_minflt) / steps,
+          "system_s": (after.ru_stime - before.ru_stime) / steps}
 
 
 def _flops(lowered) -> float | None:

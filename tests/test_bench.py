@@ -37,6 +37,19 @@ def test_run_benchmark_fields():
   assert "load before the run" in bench.format_table(rows)
 
 
+@pytest.mark.parametrize("fresh_mib,at_least", [(64, 16), (0, 0)])
+def test_time_calls_counts_page_faults_per_call(fresh_mib, at_least):
+  """64 MiB touched afresh per call (glibc maps it anew each time): at least
+  its 2 MiB huge pages in faults, more with 4 KiB pages."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  timing = bench._time_calls(  # pylint: disable=protected-access
+      lambda: np.ones(fresh_mib * 2**18, np.float32).sum(), steps=4, warmup=1)
+  assert timing["minor_faults"] >= at_least
+  assert timing["system_s"] >= 0
+  if not fresh_mib:
+    assert timing["minor_faults"] < 16
+
+
 def test_any_size_config_adds_the_host_decode_crop_row():
   config = tiny_config("baseline", image_size=12, data_on_device=False)
   rows = bench.run_benchmark(config, steps=2, warmup=1)
