@@ -334,7 +334,8 @@ def run_benchmark(config, steps: int = 20, warmup: int = 2,
   variables = {"params": state.params, "batch_stats": state.batch_stats}
 
   # Eval step: identity view only (SI, SD) vs all M views (AG).
-  eval_n = -(-config.eval_batch_size // n_dev) * n_dev
+  eval_n = evaluation.padded_batch_size(config.eval_batch_size, n_dev,
+                                        objective.group.num_views)
   eval_images = jax.device_put(
       np.resize(images, (eval_n,) + image_shape), batch_sharding)
   dtype = setup.dtype

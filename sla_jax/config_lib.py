@@ -188,7 +188,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (20, 25, 50, 100 here) so that every call has a compile-time trip count.
   c.steps_per_call = 1
   c.eval_every = 1000
-  c.eval_batch_size = 500       # images per eval step
+  c.eval_batch_size = 500       # images per eval step (rounded up to devices x M)
   c.log_every = 100
   c.checkpoint_every = 1000
   c.keep_checkpoints = 2

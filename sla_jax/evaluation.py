@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sla_jax import data as data_lib
 from sla_jax import long_tail, objectives, preprocess, transforms
 
-__all__ = ["eval_outputs", "make_eval_step", "make_evaluator"]
+__all__ = ["eval_outputs", "padded_batch_size", "make_eval_step", "make_evaluator"]
 
 
 def eval_outputs(model, group: transforms.TransformGroup, variables,
@@ -44,6 +44,18 @@ def eval_outputs(model, group: transforms.TransformGroup, variables,
   return jax.tree.map(
       lambda o: o.reshape((m, b // m, -1) + o.shape[2:]).swapaxes(0, 1)
       .reshape((-1,) + o.shape[2:]), outs)
+
+
+def padded_batch_size(batch_size: int, num_devices: int, num_views: int) -> int:
+  """``batch_size`` rounded up to a multiple of ``num_devices * num_views``.
+
+  :func:`eval_outputs` runs ``num_views`` passes of ``batch_size /
+  num_views`` images each; a pass that the devices cannot split evenly ran
+  about twice as slowly on two CPU devices (BENCHMARKS.md, "Evaluation
+  batches that split evenly").
+  """
+  multiple = num_devices * max(1, num_views)
+  return -(-batch_size // multiple) * multiple
 
 
 def make_eval_step(model, objective: objectives.Objective, dtype,
@@ -77,14 +89,14 @@ def make_evaluator(model, objective: objectives.Objective, dtype,
                    ) -> Callable[[Any, data_lib.Split], dict[str, Any]]:
   """``evaluate(variables, split)``: metric -> mean over the split (see module doc).
 
-  ``batch_size`` is rounded up to a multiple of the mesh's devices; the last
-  batch is padded with image 0 and masked out. ``class_groups`` (group name
+  ``batch_size`` is rounded up by :func:`padded_batch_size`; the last batch
+  is padded with image 0 and masked out. ``class_groups`` (group name
   -> ``[N]`` bool mask, e.g. :func:`sla_jax.long_tail.class_groups`) adds
   ``<metric>_<group>``: the accuracy over the images of those classes, and
   ``per_class/<metric>``: the ``[N]`` per-class accuracies (a list).
   """
-  n_dev = mesh.devices.size
-  batch_size = -(-batch_size // n_dev) * n_dev
+  batch_size = padded_batch_size(batch_size, mesh.devices.size,
+                                 objective.group.num_views)
   local_size = batch_size // jax.process_count()
   batch_sharding = NamedSharding(mesh, P("data"))
   eval_batch = jax.jit(make_eval_step(model, objective, dtype,

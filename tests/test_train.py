@@ -223,6 +223,34 @@ def test_eval_outputs_equal_one_pass_over_all_views():
   np.testing.assert_allclose(odd["joint"], one_pass["joint"][:28], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch,devices,views,expected", [
+    (500, 2, 4, 504), (500, 1, 1, 500), (500, 8, 4, 512), (7, 1, 4, 8),
+    (3, 2, 1, 4), (64, 8, 4, 64)])
+def test_padded_eval_batch_is_a_multiple_of_devices_times_views(
+    batch, devices, views, expected):
+  assert evaluation.padded_batch_size(batch, devices, views) == expected
+
+
+@pytest.mark.parametrize("batch_size", [40, 64])
+def test_eval_passes_of_a_padded_batch_split_evenly_over_the_devices(batch_size):
+  """Each of the M passes holds a whole number of images per device, so no
+  device gathers the batch (a batch of 40 on 8 devices did: 10 images a pass)."""
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from sla_jax import models, transforms  # pylint: disable=g-import-not-at-top
+  n = jax.device_count()
+  mesh = jax.make_mesh((n,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  group = transforms.get("rotation")
+  model = models.CifarResNet(8, heads={"joint": 40})
+  b = evaluation.padded_batch_size(batch_size, n, group.num_views)
+  x = jax.device_put(np.zeros((b, 8, 8, 3), np.float32),
+                     NamedSharding(mesh, P("data")))
+  variables = model.init(jax.random.key(1), x[:2], train=False)
+  text = jax.jit(lambda v, x: evaluation.eval_outputs(model, group, v, x)[
+      "joint"]).lower(variables, x).compile().as_text()
+  assert " all-gather(" not in text and " all-gather-start(" not in text
+
+
 @pytest.mark.parametrize("bad_label", [-1, 10])
 def test_trainer_validates_the_datasets_labels(tmp_path, monkeypatch, bad_label):
   from sla_jax import data as data_lib  # pylint: disable=g-import-not-at-top
