@@ -32,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks import compare_torch, torch_sla
-from sla_jax import bench, malloc_env, xla_env
+from sla_jax import bench, cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -94,8 +94,7 @@ def torch_step(batch_size: int, image_size: int, num_classes: int,
 
 
 def main():
-  malloc_env.reexec_with_defaults()  # what sla-train and sla-bench run with
-  xla_env.apply_defaults()
+  cli.start_tool_process()  # what sla-train and sla-bench run with
   parser = compare_torch.OneLineParser(prog="compare_resnet50",
                                        description=__doc__.splitlines()[0])
   parser.add_argument("--image_size", type=int, default=224)

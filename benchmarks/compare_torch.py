@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks import original_side_by_side, torch_sla
-from sla_jax import bench, config_lib, malloc_env, xla_env
+from sla_jax import bench, cli, config_lib
 
 SHARED = pathlib.Path(os.environ.get(
     "SLA_SHARED_DIR", pathlib.Path(__file__).resolve().parents[2] / "shared"))
@@ -188,8 +188,7 @@ def start_side_by_side(parser: argparse.ArgumentParser, args) -> tuple[dict, str
 
 
 def main():
-  malloc_env.reexec_with_defaults()  # what sla-train and sla-bench run with
-  xla_env.apply_defaults()
+  cli.start_tool_process()  # what sla-train and sla-bench run with
   parser = OneLineParser(prog="compare_torch",
                          description=__doc__.splitlines()[0])
   parser.add_argument("--depth", type=int, default=32)

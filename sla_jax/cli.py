@@ -18,7 +18,7 @@ from absl import app, flags
 
 from sla_jax import malloc_env, xla_env
 
-__all__ = ["run", "usage"]
+__all__ = ["run", "start_tool_process", "usage"]
 
 _HELP = ("--help", "-h", "--helpshort", "-?")
 # The tools' ml_collections config-file flags (loaded lazily: read once to
@@ -129,17 +129,25 @@ def _parse(argv, prog: str):
     sys.exit(2)
 
 
+def start_tool_process() -> None:
+  """What every tool's process starts with, before JAX starts a backend.
+
+  Runs the process again with the tools' malloc setting if it lacks it
+  (:mod:`sla_jax.malloc_env`), then sets the tools' default XLA flags
+  (:mod:`sla_jax.xla_env`).
+  """
+  malloc_env.reexec_with_defaults()
+  xla_env.apply_defaults()
+
+
 def run(main: Callable, prog: str, flag_names: Sequence[str], doc: str,
         argv: Sequence[str] | None = None) -> None:
   """``app.run(main)`` with the tool's own ``--help`` and exit-2 flag errors.
 
   Arguments left after the flags are refused (exit 2), so ``main`` sees
-  ``argv == [program]``. First runs the process again with the tools'
-  malloc setting if it lacks it (:mod:`sla_jax.malloc_env`), then sets the
-  tools' default XLA flags (:mod:`sla_jax.xla_env`).
+  ``argv == [program]``. Starts with :func:`start_tool_process`.
   """
-  malloc_env.reexec_with_defaults()
-  xla_env.apply_defaults()
+  start_tool_process()
   argv = list(sys.argv if argv is None else argv)
   if any(arg in _HELP for arg in argv[1:]):
     print(usage(doc, flag_names))
