@@ -16,7 +16,15 @@ stream). The table gives each category's time per step, its share of that
 process's op time, and how many ops of it run per step, beside the traced wall
 time per step. Op times on different threads or streams overlap, so a
 process's op time can exceed the wall time (XLA:CPU runs independent thunks
-on its threads concurrently). The machine's load is recorded as in sla-bench.
+on its threads concurrently). An op that contains others (a ``while`` loop and
+its body's ops) counts them in its category's time too.
+
+A second table gives each op's *self* time (its time less that of the ops
+running inside it on the same thread) by the JAX operation it came from, read
+from the compiled program's metadata: the phase (``forward`` inside
+``jvp(...)``, ``backward`` inside ``transpose(...)``, else ``other``) and the
+primitive (``conv_general_dilated``, ``dot_general``, ``max``, ...). The
+machine's load is recorded as in sla-bench.
 """
 
 from __future__ import annotations
@@ -97,6 +105,67 @@ def op_breakdown(events: list[dict[str, Any]], steps: int) -> dict[str, Any]:
   return out
 
 
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]*)"')
+
+
+def source_ops(hlo_text: str) -> dict[str, str]:
+  """HLO instruction name -> the JAX ``op_name`` in its metadata."""
+  return {m.group(1): m.group(2) for m in map(_INSTRUCTION.match,
+                                               hlo_text.splitlines()) if m}
+
+
+def source_of(op_name: str) -> tuple[str, str]:
+  """``(phase, primitive)`` of an ``op_name`` such as
+  ``jit(f)/transpose(jvp(CifarResNet))/stage_1_0/conv_a/conv_general_dilated``."""
+  phase = ("backward" if "transpose(" in op_name else
+           "forward" if "jvp(" in op_name else "other")
+  return phase, op_name.rstrip("/").rsplit("/", 1)[-1] or "?"
+
+
+def _self_times(events: list[dict[str, Any]]) -> dict[tuple[Any, str], float]:
+  """``{(pid, hlo_op): microseconds}``: each op's time less that of the ops
+  that ran inside it on the same thread."""
+  per_thread = collections.defaultdict(list)
+  for e in events:
+    op = (e.get("args") or {}).get("hlo_op")
+    if e.get("ph") != "X" or not op or e.get("name", "").startswith("end:"):
+      continue
+    per_thread[(e.get("pid"), e.get("tid"))].append(
+        (float(e.get("ts", 0.0)), float(e.get("dur", 0.0)), op))
+  self_us = collections.Counter()
+  for (pid, _), ops in per_thread.items():
+    ops.sort(key=lambda o: (o[0], -o[1]))  # an outer op before the ops inside it
+    open_ops = []  # (end, op) of the ops that contain the current one
+    for start, duration, op in ops:
+      while open_ops and open_ops[-1][0] <= start:
+        open_ops.pop()
+      if open_ops:
+        self_us[(pid, open_ops[-1][1])] -= duration
+      self_us[(pid, op)] += duration
+      open_ops.append((start + duration, op))
+  return self_us
+
+
+def source_breakdown(events: list[dict[str, Any]], steps: int,
+                     sources: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+  """Per process: ``[{phase, primitive, ms_per_step, share}]``, self times by
+  the JAX operation each op came from (``sources``: :func:`source_ops`)."""
+  process_names = {e["pid"]: e["args"]["name"] for e in events
+                   if e.get("ph") == "M" and e.get("name") == "process_name"}
+  grouped = collections.defaultdict(collections.Counter)
+  for (pid, op), us in _self_times(events).items():
+    process = process_names.get(pid, str(pid))
+    grouped[process][source_of(sources.get(op, "?"))] += us
+  out = {}
+  for process, per_source in grouped.items():
+    total = sum(per_source.values())
+    out[process] = [{"phase": phase, "primitive": primitive,
+                     "ms_per_step": us / 1e3 / steps,
+                     "share": us / total if total else 0.0}
+                    for (phase, primitive), us in per_source.most_common()]
+  return out
+
+
 def profile(config, calls: int, out_dir: str) -> dict[str, Any]:
   """Traces ``calls`` calls of the trainer's step; returns the breakdown and timings."""
   load = bench.machine_load()
@@ -115,6 +184,11 @@ def profile(config, calls: int, out_dir: str) -> dict[str, Any]:
     jax.block_until_ready(losses)
   traced_s = time.perf_counter() - start
   steps = calls * k
+  events = read_trace(out_dir)
+  by_source = source_breakdown(events, steps, source_ops(compiled.as_text()))
+  processes = op_breakdown(events, steps)
+  for process, info in processes.items():
+    info["sources"] = by_source.get(process, [])
   return {"config_objective": setup.objective.name,
           "model": config.model.name, "batch_size": config.batch_size,
           "steps_per_call": k, "traced_steps": steps,
@@ -122,7 +196,7 @@ def profile(config, calls: int, out_dir: str) -> dict[str, Any]:
           "backend": jax.default_backend(),
           "device_kind": jax.devices()[0].device_kind,
           "machine_load_before": load, "trace_dir": out_dir,
-          "processes": op_breakdown(read_trace(out_dir), steps)}
+          "processes": processes}
 
 
 def format_table(result: dict[str, Any], top: int) -> str:
@@ -138,6 +212,11 @@ def format_table(result: dict[str, Any], top: int) -> str:
     for c in info["categories"][:top]:
       lines.append(f"| {c['name']} | {c['ms_per_step']:.1f} | "
                    f"{100 * c['share']:.1f} % | {c['ops_per_step']:g} |")
+    lines += ["", f"{process}: self time by JAX source",
+              "| phase | primitive | ms / step | share |", "|---|---|---:|---:|"]
+    for s in info.get("sources", [])[:top]:
+      lines.append(f"| {s['phase']} | {s['primitive']} | "
+                   f"{s['ms_per_step']:.1f} | {100 * s['share']:.1f} % |")
   return "\n".join(lines)
 
 

@@ -34,6 +34,45 @@ def test_op_breakdown_groups_by_process_and_category():
   assert out["/device:GPU:0"]["categories"][0]["ms_per_step"] == pytest.approx(0.025)
 
 
+def test_source_of_reads_phase_and_primitive():
+  assert profile_step.source_of(
+      "jit(f)/transpose(jvp(CifarResNet))/stage_1_0/conv_a/conv_general_dilated"
+  ) == ("backward", "conv_general_dilated")
+  assert profile_step.source_of("jit(f)/jvp(CifarResNet)/stage_2_1/max") == (
+      "forward", "max")
+  assert profile_step.source_of("jit(f)/add") == ("other", "add")
+
+
+def test_source_breakdown_counts_self_time_by_jax_op():
+  hlo = "\n".join([
+      '  %while.3 = (f32[]) while(%t), metadata={op_name="jit(f)/transpose(jvp(M))/while"}',
+      '  %dot.1 = f32[2]{0} dot(%a, %b), metadata={op_name="jit(f)/transpose(jvp(M))/dot_general"}',
+      '  ROOT %fusion.2 = f32[2]{0} fusion(%c), kind=kLoop, metadata={op_name="jit(f)/jvp(M)/max"}',
+      '  %copy.4 = f32[2]{0} copy(%c)'])
+  sources = profile_step.source_ops(hlo)
+  assert sources == {"while.3": "jit(f)/transpose(jvp(M))/while",
+                     "dot.1": "jit(f)/transpose(jvp(M))/dot_general",
+                     "fusion.2": "jit(f)/jvp(M)/max"}
+  events = [
+      {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/host:CPU"}},
+      # a loop of 1 000 us holding two dots of 300 us on the same thread
+      {"ph": "X", "pid": 1, "tid": 7, "ts": 0.0, "dur": 1000.0, "name": "w", "args": {"hlo_op": "while.3"}},
+      {"ph": "X", "pid": 1, "tid": 7, "ts": 100.0, "dur": 300.0, "name": "d", "args": {"hlo_op": "dot.1"}},
+      {"ph": "X", "pid": 1, "tid": 7, "ts": 500.0, "dur": 300.0, "name": "d", "args": {"hlo_op": "dot.1"}},
+      # on another thread at the same time: not inside the loop
+      {"ph": "X", "pid": 1, "tid": 8, "ts": 200.0, "dur": 400.0, "name": "f", "args": {"hlo_op": "fusion.2"}},
+      {"ph": "X", "pid": 1, "tid": 8, "ts": 700.0, "dur": 100.0, "name": "c", "args": {"hlo_op": "copy.4"}},
+  ]
+  (process, rows), = profile_step.source_breakdown(events, 2, sources).items()
+  assert process == "/host:CPU"
+  got = {(r["phase"], r["primitive"]): r["ms_per_step"] for r in rows}
+  assert got == pytest.approx({("backward", "dot_general"): 0.3,
+                               ("forward", "max"): 0.2,
+                               ("backward", "while"): 0.2,
+                               ("other", "?"): 0.05})
+  assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+
+
 @pytest.mark.slow
 def test_profile_traces_the_trainer_step(tmp_path):
   result = profile_step.profile(tiny_config("sla"), calls=2, out_dir=str(tmp_path))
@@ -44,8 +83,12 @@ def test_profile_traces_the_trainer_step(tmp_path):
   assert sum(shares) == pytest.approx(1.0)
   names = {c["name"] for c in info["categories"]}
   assert any("conv" in n or "fusion" in n for n in names), names
+  sources = {(s["phase"], s["primitive"]) for s in info["sources"]}
+  assert ("forward", "conv_general_dilated") in sources, sources
+  assert ("backward", "conv_general_dilated") in sources, sources
   table = profile_step.format_table(result, top=5)
-  assert "ms of ops per step" in table and table.count("\n| ") == 5 + 1
+  assert "ms of ops per step" in table and "self time by JAX source" in table
+  assert table.count("\n| ") == 2 * (5 + 1)
 
 
 def test_importing_beside_other_tools_defines_no_flags():
