@@ -76,19 +76,29 @@ def read_trace(trace_dir: str | pathlib.Path) -> list[dict[str, Any]]:
   return trace["traceEvents"] if isinstance(trace, dict) else trace
 
 
+def _process_names(events: list[dict[str, Any]]) -> dict[Any, str]:
+  return {e["pid"]: e["args"]["name"] for e in events
+          if e.get("ph") == "M" and e.get("name") == "process_name"}
+
+
+def _op_events(events: list[dict[str, Any]]):
+  """``(event, hlo_op)`` of each complete event (``ph == "X"``) that carries an
+  ``hlo_op`` argument (the executed HLO ops)."""
+  for e in events:
+    op = (e.get("args") or {}).get("hlo_op")
+    if e.get("ph") == "X" and op and not e.get("name", "").startswith("end:"):
+      yield e, op
+
+
 def op_breakdown(events: list[dict[str, Any]], steps: int) -> dict[str, Any]:
   """Per process: ``{"op_ms_per_step", "categories": [{name, ms_per_step, share, ops_per_step}]}``.
 
-  Counts complete events (``ph == "X"``) that carry an ``hlo_op`` argument.
+  Counts the executed HLO ops (:func:`_op_events`).
   """
-  process_names = {e["pid"]: e["args"]["name"] for e in events
-                   if e.get("ph") == "M" and e.get("name") == "process_name"}
+  process_names = _process_names(events)
   time_us = collections.defaultdict(collections.Counter)
   count = collections.defaultdict(collections.Counter)
-  for e in events:
-    op = (e.get("args") or {}).get("hlo_op")
-    if e.get("ph") != "X" or not op or e.get("name", "").startswith("end:"):
-      continue
+  for e, op in _op_events(events):
     process = process_names.get(e.get("pid"), str(e.get("pid")))
     time_us[process][op_category(op)] += float(e.get("dur", 0.0))
     count[process][op_category(op)] += 1
@@ -126,10 +136,7 @@ def _self_times(events: list[dict[str, Any]]) -> dict[tuple[Any, str], float]:
   """``{(pid, hlo_op): microseconds}``: each op's time less that of the ops
   that ran inside it on the same thread."""
   per_thread = collections.defaultdict(list)
-  for e in events:
-    op = (e.get("args") or {}).get("hlo_op")
-    if e.get("ph") != "X" or not op or e.get("name", "").startswith("end:"):
-      continue
+  for e, op in _op_events(events):
     per_thread[(e.get("pid"), e.get("tid"))].append(
         (float(e.get("ts", 0.0)), float(e.get("dur", 0.0)), op))
   self_us = collections.Counter()
@@ -150,8 +157,7 @@ def source_breakdown(events: list[dict[str, Any]], steps: int,
                      sources: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
   """Per process: ``[{phase, primitive, ms_per_step, share}]``, self times by
   the JAX operation each op came from (``sources``: :func:`source_ops`)."""
-  process_names = {e["pid"]: e["args"]["name"] for e in events
-                   if e.get("ph") == "M" and e.get("name") == "process_name"}
+  process_names = _process_names(events)
   grouped = collections.defaultdict(collections.Counter)
   for (pid, op), us in _self_times(events).items():
     process = process_names.get(pid, str(pid))
