@@ -27,11 +27,10 @@ import importlib.util
 import json
 import os
 import pathlib
-import sys
 import time
 from typing import Any
 
-from absl import flags, logging
+from absl import app, flags, logging
 import jax
 import numpy as np
 
@@ -129,16 +128,14 @@ def main(argv, flag=None):
   del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
   if flag["config"].value is None or not flag["other"].value:
-    print("ab_conv_ops: error: pass --config (a trainer config) and --other "
-          "(a conv_ops.py file).", file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError("pass --config (a trainer config) and --other "
+                         "(a conv_ops.py file).")
   try:
     result = compare(flag["config"].value, flag["other"].value,
                      flag["rounds"].value, flag["calls"].value)
   except (train.ConfigError, ValueError, FileNotFoundError, SyntaxError,
           ImportError) as e:
-    print(f"ab_conv_ops: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError(str(e)) from None
   if flag["json"].value:
     print(json.dumps(result))
   else:

@@ -34,11 +34,10 @@ import gzip
 import json
 import pathlib
 import re
-import sys
 import time
 from typing import Any
 
-from absl import flags, logging
+from absl import app, flags, logging
 import jax
 
 from sla_jax import bench, train
@@ -230,19 +229,15 @@ def main(argv, flag=None):
   del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
   if flag["config"].value is None or not flag["out"].value:
-    print("profile_step: error: pass --config (a trainer config) and --out "
-          "(a directory for the trace).", file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError("pass --config (a trainer config) and --out "
+                         "(a directory for the trace).")
   if flag["calls"].value < 1:
-    print(f"profile_step: error: --calls must be >= 1; got "
-          f"{flag['calls'].value}.", file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError(f"--calls must be >= 1; got {flag['calls'].value}.")
   try:
     result = profile(flag["config"].value, flag["calls"].value,
                      flag["out"].value)
   except (train.ConfigError, ValueError, FileNotFoundError) as e:
-    print(f"profile_step: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError(str(e)) from None
   print(json.dumps(result) if flag["json"].value
         else format_table(result, flag["top"].value))
 
