@@ -5,15 +5,16 @@ the call (about 0.9 GiB for the protocol step of 256 views per device). glibc
 serves an allocation that large with ``mmap`` and returns it with ``munmap``,
 so on every step the kernel faults in and zeroes the whole buffer again, 4 KiB
 at a time. ``glibc.malloc.hugetlb=1`` makes glibc ask for transparent huge
-pages on its mappings (``madvise``), so a step takes hundreds of 2 MiB faults
-instead of hundreds of thousands of 4 KiB ones (BENCHMARKS.md, "Page faults:
-the step's temporary buffer"). Allocation only: every value computed is the
+pages on its mappings (``madvise``): the protocol step on two CPU devices
+took a few thousand page faults instead of ~337 000 (BENCHMARKS.md, "Page
+faults: the step's temporary buffer"). Allocation only: every value computed is the
 same.
 
 glibc reads ``GLIBC_TUNABLES`` only when a process starts, so a tool started
-without the setting runs itself again with it (:func:`reexec_with_defaults`,
-called by :func:`sla_jax.cli.run` before JAX is imported): same interpreter,
-arguments and process id. It does so only on Linux with glibc 2.35 or newer
+without the setting runs itself again with it (:func:`reexec_with_defaults`:
+the console scripts call it before JAX is imported, :mod:`sla_jax.entry_points`;
+``python -m`` runs reach it in :func:`sla_jax.cli.start_tool_process`, after
+their imports): same interpreter, arguments and process id. It does so only on Linux with glibc 2.35 or newer
 (the first with this tunable) and transparent huge pages not turned off
 (``/sys/kernel/mm/transparent_hugepage/enabled`` other than ``never``). A
 ``glibc.malloc.hugetlb`` value already in ``GLIBC_TUNABLES`` is left as given:
