@@ -161,13 +161,15 @@ def _xla_weight_grad(x, dy, stride):
 def test_chunked_weight_gradient_equals_xla(stride, images_per_chunk):
   x = jax.random.normal(jax.random.key(0), (12, 16, 16, 8))
   dy = jax.random.normal(jax.random.key(1), (12, 16 // stride, 16 // stride, 5))
-  per_image = (16 // stride) ** 2 * 9 * 8 * 4
+  per_image = conv_ops.operand_bytes_per_image(x, dy, stride)
   chunked = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3))(
       x, dy, stride, images_per_chunk * per_image)
   whole = conv_ops.weight_grad_matmul(x, dy, stride, chunk_bytes=None)
-  np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(chunked, _xla_weight_grad(x, dy, stride),
-                             rtol=1e-5, atol=1e-4)
+  expected = _xla_weight_grad(x, dy, stride)
+  # float32 sums of ~3 000 products in different orders
+  atol = 1e-5 * float(np.abs(expected).max())
+  np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=atol)
+  np.testing.assert_allclose(chunked, expected, rtol=1e-5, atol=atol)
 
 
 @pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
@@ -182,7 +184,7 @@ def test_chunked_weight_gradient_of_a_sharded_batch(axis_type):
                      rows)
   dy = jax.device_put(jax.random.normal(jax.random.key(1), (4 * n, 8, 8, 6)),
                       rows)
-  per_image = 8 * 8 * 9 * 4 * 4
+  per_image = conv_ops.operand_bytes_per_image(x, dy, 1)
   grad = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3))
   hlo = grad.lower(x, dy, 1, n * per_image).compile().as_text()
   assert "all-gather" not in hlo  # no device gathers the others' images
@@ -200,15 +202,53 @@ def _dot_contracting_dims(compiled_text):
           if " dot(" in line and "lhs_contracting_dims=" in line}
 
 
-@pytest.mark.parametrize("chunk_bytes", [8 * 8 * 9 * 8 * 4, None])
-def test_weight_gradient_matmul_is_in_standard_form(chunk_bytes):
-  """The patches matmul contracts its left operand's last axis and its right
+@pytest.mark.parametrize("channels,stride", [(8, 1), (1, 1), (8, 2)])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_weight_gradient_matmul_is_in_standard_form(channels, stride, chunked):
+  """The matmul contracts its left operand's last axis and its right
   operand's first (``dy^T @ patches``), the form XLA:CPU gives YNNPACK; as
-  ``patches^T @ dy`` (both first axes) it ran as a slower generic dot."""
-  x = jnp.ones((6, 8, 8, 8))
-  dy = jnp.ones((6, 8, 8, 4))
+  ``patches^T @ dy`` (both first axes) it ran as a slower generic dot. Both
+  forms (split taps: 8 channels at stride 1; nine taps: otherwise)."""
+  x = jnp.ones((6, 8, 8, channels))
+  dy = jnp.ones((6, 8 // stride, 8 // stride, 4))
+  chunk_bytes = (2 * conv_ops.operand_bytes_per_image(x, dy, stride)
+                 if chunked else None)
   text = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3)).lower(
-      x, dy, 1, chunk_bytes).compile().as_text()
+      x, dy, stride, chunk_bytes).compile().as_text()
   assert _dot_contracting_dims(text) == {("{1}", "{0}")}
   if jax.default_backend() == "cpu":
     assert "__ynn_fusion" in text
+
+
+@pytest.mark.parametrize("size,channels,out_channels,stride", [
+    (8, 4, 4, 1), (7, 5, 3, 1), (6, 3, 16, 1), (9, 4, 6, 2), (8, 2, 2, 2)])
+def test_both_matmul_forms_equal_xla(size, channels, out_channels, stride):
+  """The nine-tap patches and (at stride 1) the split taps give XLA's gradient."""
+  x = jax.random.normal(jax.random.key(0), (3, size, size, channels))
+  out = -(-size // stride)
+  dy = jax.random.normal(jax.random.key(1), (3, out, out, out_channels))
+  expected = _xla_weight_grad(x, dy, stride)
+  forms = [conv_ops._NINE_TAPS] + [conv_ops._SPLIT_TAPS] * (stride == 1)
+  for form in forms:
+    grad = form.to_kernel(form.product(x, dy, stride), channels)
+    assert grad.shape == (3, 3, channels, out_channels)
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,channels,out_channels,stride,split", [
+    (32, 16, 16, 1, True),    # ResNet stages: three copies of each operand
+    (8, 64, 64, 1, True),
+    (32, 3, 16, 1, False),    # the 3-channel stem: dy's copies would dominate
+    (32, 16, 32, 2, False),   # strided: nine taps
+])
+def test_matmul_form_is_the_one_with_fewer_operand_bytes(
+    size, channels, out_channels, stride, split):
+  dy_shape = (2, size // stride, size // stride, out_channels)
+  form = conv_ops._matmul_form(channels, dy_shape, stride)
+  assert (form is conv_ops._SPLIT_TAPS) == split
+  x = jnp.zeros((2, size, size, channels))
+  out = size // stride
+  split_bytes = (out + 2) * out * 3 * (channels + out_channels) * 4
+  nine_bytes = out * out * (9 * channels + out_channels) * 4
+  assert conv_ops.operand_bytes_per_image(
+      x, jnp.zeros(dy_shape), stride) == (split_bytes if split else nine_bytes)

@@ -3,16 +3,24 @@
 Two things XLA:CPU does slowly are done here by hand, bit-identical to XLA's own
 gradients where both are exact (tested):
 
-* Weight gradient of a 3x3 convolution as a matrix multiplication over patches:
-  ``dW^T = dy^T @ patches(x)`` (the output gradient, transposed, times the nine
-  shifted copies of the padded input side by side; written so that XLA:CPU
-  runs it in YNNPACK) is faster on CPU for inputs of 16x16 and
+* Weight gradient of a 3x3 convolution as a matrix multiplication (written so
+  that XLA:CPU runs it in YNNPACK), faster on CPU for inputs of 16x16 and
   larger and for smaller inputs whose patches matrix is large; other layers
   keep the convolution form (:data:`MIN_MATMUL_PIXELS`,
-  :data:`MIN_MATMUL_PATCH_BYTES`).
-  The batch is processed in chunks whose patches stay small
-  (:data:`PATCH_CHUNK_BYTES`), so each chunk's patches are still in cache when
-  its matmul reads them.
+  :data:`MIN_MATMUL_PATCH_BYTES`). Two ways to write it; the one whose
+  operands take fewer bytes is used:
+
+  - nine taps: ``dW^T = dy^T @ patches(x)``, the output gradient transposed
+    times the nine shifted copies of the padded input side by side;
+  - split taps (stride 1): the three column shifts go into the input and the
+    three row shifts into the output gradient (zero-padded), so each operand
+    is three copies instead of nine and one; the ResNet stages' layers (as
+    many channels out as in) use it, the 3-channel stem and strided layers the
+    nine taps.
+
+  The batch is processed in chunks whose operands stay small
+  (:data:`PATCH_CHUNK_BYTES`), so each chunk's operands are still in cache
+  when its matmul reads them.
 * Every backward convolution in canonical form (NHWC input, HWIO kernel): the
   input gradient as a convolution of the output gradient with the flipped,
   in/out-swapped kernel; the weight gradient as a convolution with channels as
@@ -23,15 +31,16 @@ gradients where both are exact (tested):
 
 Pass :func:`conv_general_dilated` to ``flax.linen.Conv(conv_general_dilated=...)``;
 convolutions other than NHWC/HWIO without dilation or feature groups fall back
-to ``lax.conv_general_dilated``. Measurements: BENCHMARKS.md ("Where the CPU
-time goes", "The matmul weight gradient for large 8x8 layers too", "Several
-steps per jitted call").
+to ``lax.conv_general_dilated``. Measurements: BENCHMARKS.md ("The weight
+gradient as split taps", "Where the CPU time goes", "The matmul weight gradient
+for large 8x8 layers too", "Several steps per jitted call").
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +48,8 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 __all__ = ["conv_general_dilated", "canonical_conv", "input_grad",
-           "weight_grad_conv", "weight_grad_matmul", "MIN_MATMUL_PIXELS",
-           "MIN_MATMUL_PATCH_BYTES", "PATCH_CHUNK_BYTES"]
+           "weight_grad_conv", "weight_grad_matmul", "operand_bytes_per_image",
+           "MIN_MATMUL_PIXELS", "MIN_MATMUL_PATCH_BYTES", "PATCH_CHUNK_BYTES"]
 
 # The matmul weight gradient is used for inputs of MIN_MATMUL_PIXELS (H * W)
 # and more, and for smaller ones whose whole patches matrix (output rows x 9 C
@@ -49,15 +58,16 @@ __all__ = ["conv_general_dilated", "canonical_conv", "input_grad",
 # weight gradient for large 8x8 layers too").
 MIN_MATMUL_PIXELS = 16 * 16
 MIN_MATMUL_PATCH_BYTES = 32 * 2**20
-# Largest patches matrix built at once: the batch is split into the fewest
-# equal chunks whose patches fit (at least one image per chunk).
-PATCH_CHUNK_BYTES = 8 * 2**20
+# Largest matmul operands built at once (both, :func:`operand_bytes_per_image`):
+# the batch is split into the fewest equal chunks whose operands fit (at least
+# one image per chunk).
+PATCH_CHUNK_BYTES = 2 * 2**20
 
 
-def _images_per_chunk(batch: int, patch_bytes_per_image: int,
+def _images_per_chunk(batch: int, bytes_per_image: int,
                       chunk_bytes: int) -> int:
-  """The largest divisor of ``batch`` whose patches fit ``chunk_bytes`` (>= 1)."""
-  fits = max(1, chunk_bytes // max(1, patch_bytes_per_image))
+  """The largest divisor of ``batch`` whose operands fit ``chunk_bytes`` (>= 1)."""
+  fits = max(1, chunk_bytes // max(1, bytes_per_image))
   return max(d for d in range(1, min(batch, fits) + 1) if batch % d == 0)
 
 
@@ -66,37 +76,55 @@ def weight_grad_matmul(x: jax.Array, dy: jax.Array, stride: int,
                        ) -> jax.Array:
   """Gradient of a 3x3, padding-1 NHWC conv w.r.t. its HWIO kernel: ``[3, 3, C, D]``, float32.
 
-  ``chunk_bytes``: build the patches of at most this many bytes at a time,
-  summing the chunks' products (None: the whole batch at once).
+  ``chunk_bytes``: build the matmul's operands (:func:`operand_bytes_per_image`)
+  for at most this many bytes at a time, summing the chunks' products (None:
+  the whole batch at once).
   """
-  batch, out_h, out_w = dy.shape[:3]
-  channels = x.shape[-1]
-  per_image = out_h * out_w * 9 * channels * x.dtype.itemsize
-  shards = _batch_shards(x)  # each device builds its own images' patches
+  form = _matmul_form(x.shape[-1], dy.shape, stride)
+  batch = dy.shape[0]
+  shards = _batch_shards(x)  # each device builds its own images' operands
   size = (batch if chunk_bytes is None else shards * _images_per_chunk(
-      batch // shards, per_image, chunk_bytes))
+      batch // shards, operand_bytes_per_image(x, dy, stride), chunk_bytes))
   if size == batch:
-    grad_t = _patches_matmul_t(x, dy, stride)
+    total = form.product(x, dy, stride)
   else:
     # Chunk k holds images k, k + n, k + 2n, ... (n chunks): the batch axis
     # stays the leading one, so with a batch sharded over D devices and
     # chunks of a multiple of D images each device builds its own images'
-    # patches.
+    # operands.
     n = batch // size
     strided = lambda a: _reshape(a, (size, n) + a.shape[1:], (0, None))
     xs, dys = strided(x), strided(dy)
 
     def add_chunk(k, total):
       take = lambda a: lax.dynamic_index_in_dim(a, k, axis=1, keepdims=False)
-      return total + _patches_matmul_t(take(xs), take(dys), stride)
+      return total + form.product(take(xs), take(dys), stride)
 
-    zero = jnp.zeros((dy.shape[-1], 9 * channels), jnp.float32)
-    grad_t = lax.fori_loop(0, n, add_chunk, zero)
-  # The barrier keeps XLA from folding this transpose back into the matmul.
-  return lax.optimization_barrier(grad_t).T.reshape(3, 3, channels, -1)
+    zero = jnp.zeros(form.product_shape(x.shape[-1], dy.shape[-1]),
+                     jnp.float32)
+    total = lax.fori_loop(0, n, add_chunk, zero)
+  # The barrier keeps XLA from folding this rearrangement into the matmul.
+  return form.to_kernel(lax.optimization_barrier(total), x.shape[-1])
 
 
-def _patches_matmul_t(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
+def operand_bytes_per_image(x: jax.Array, dy: jax.Array, stride: int) -> int:
+  """Bytes of both matmul operands that :func:`weight_grad_matmul` builds per image."""
+  out_h, out_w, out_c = dy.shape[1:]
+  if _matmul_form(x.shape[-1], dy.shape, stride) is _SPLIT_TAPS:
+    elements = (out_h + 2) * out_w * 3 * (x.shape[-1] + out_c)
+  else:
+    elements = out_h * out_w * (9 * x.shape[-1] + out_c)
+  return elements * x.dtype.itemsize
+
+
+class _MatmulForm(NamedTuple):
+  """One way to write the weight gradient as ``left @ right`` (module doc)."""
+  product: Callable[[jax.Array, jax.Array, int], jax.Array]
+  product_shape: Callable[[int, int], tuple[int, int]]
+  to_kernel: Callable[[jax.Array, int], jax.Array]
+
+
+def _nine_taps_product(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
   """The weight gradient transposed, ``[D, 9 C]`` = ``dy^T @ patches(x)``.
 
   ``dy^T`` is materialised (the barrier stops XLA from folding the transpose
@@ -115,10 +143,57 @@ def _patches_matmul_t(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
   patches = _reshape(jnp.concatenate(taps, -1), (-1, 9 * channels), (0,))
   rows_t = lax.optimization_barrier(
       _reshape(dy, (-1, dy.shape[-1]), (0,)).T)
-  sharding = _explicit_sharding(x)
-  return jnp.matmul(rows_t, patches, preferred_element_type=jnp.float32,
+  return _replicated_matmul(rows_t, patches, x)
+
+
+def _split_taps_product(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
+  """Stride 1: ``[3 D, 3 C]`` = (``dy^T`` shifted down by kh = 0, 1, 2 rows)
+  @ (the padded ``x`` shifted left by kw = 0, 1, 2 columns).
+
+  Both operands run over the padded rows of each image (``H + 2``), so the
+  row shift lives in the output gradient (zero rows above and below) and the
+  column shift in the input: the two operands are three copies each, where
+  the nine-tap patches are nine copies of ``x``. Entry ``(kh D + d, kw C +
+  c)`` is the kernel's ``[kh, kw, c, d]``.
+  """
+  del stride  # 1
+  out_w = dy.shape[2]
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  columns = jnp.concatenate([padded[:, :, kw:kw + out_w, :]
+                             for kw in range(3)], -1)
+  columns = _reshape(columns, (-1, columns.shape[-1]), (0,))
+  dy_t = jnp.transpose(dy, (3, 0, 1, 2))  # [D, N, H, W]
+  rows = jnp.concatenate(
+      [jnp.pad(dy_t, ((0, 0), (0, 0), (kh, 2 - kh), (0, 0)))
+       for kh in range(3)], 0)
+  rows = lax.optimization_barrier(
+      _reshape(rows, (rows.shape[0], -1), (None, 1)))
+  return _replicated_matmul(rows, columns, x)
+
+
+def _replicated_matmul(left: jax.Array, right: jax.Array, like: jax.Array
+                       ) -> jax.Array:
+  """``left @ right`` in float32, replicated where ``like`` is explicitly sharded."""
+  sharding = _explicit_sharding(like)
+  return jnp.matmul(left, right, preferred_element_type=jnp.float32,
                     out_sharding=(None if sharding is None
                                   else NamedSharding(sharding.mesh, P())))
+
+
+_NINE_TAPS = _MatmulForm(
+    _nine_taps_product, lambda c, d: (d, 9 * c),
+    lambda total, c: total.T.reshape(3, 3, c, -1))
+_SPLIT_TAPS = _MatmulForm(
+    _split_taps_product, lambda c, d: (3 * d, 3 * c),
+    lambda total, c: total.reshape(3, -1, 3, c).transpose(0, 2, 3, 1))
+
+
+def _matmul_form(channels: int, dy_shape, stride: int) -> _MatmulForm:
+  """The form whose operands take fewer bytes (the split taps only at stride 1)."""
+  out_h, out_w, out_c = dy_shape[1:]
+  split = (out_h + 2) * out_w * 3 * (channels + out_c)
+  nine = out_h * out_w * (9 * channels + out_c)
+  return _SPLIT_TAPS if stride == 1 and split < nine else _NINE_TAPS
 
 
 def _explicit_sharding(a: jax.Array) -> NamedSharding | None:
