@@ -34,11 +34,10 @@ import os
 import pathlib
 import re
 import shutil
-import sys
 import tempfile
 from typing import Any
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 TARGETS_DIR = pathlib.Path(__file__).resolve().parent / "gpu_targets"
 _THUNK = re.compile(r"^(?P<indent> *)\d+: (?P<kind>k\w+)\b(?P<rest>.*)$")
@@ -238,22 +237,16 @@ def format_line(result: dict[str, Any]) -> str:
 
 
 def main(argv, flag=None):
+  """Bad input raises ``app.UsageError``: ``cli.run`` prints it as one line, exit 2."""
   del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.ERROR)
-  if flag["config"].value is None:
-    print("gpu_kernel_census: error: pass --config (a trainer config).",
-          file=sys.stderr)
-    sys.exit(2)
   target = flag["target"].value
   if target not in (None, "local", *target_names()):
-    print(f"gpu_kernel_census: error: --target must be local or one of "
-          f"{', '.join(target_names())}; got {target!r}.", file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError(f"--target must be local or one of "
+                         f"{', '.join(target_names())}; got {target!r}.")
   if target not in (None, "local") and not _has_cuda_plugin():
-    print("gpu_kernel_census: error: compiling for a GPU needs JAX's CUDA "
-          "plugin (pip install \"jax[cuda12]\"; no GPU needed).",
-          file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError("compiling for a GPU needs JAX's CUDA plugin (pip "
+                         "install \"jax[cuda12]\"; no GPU needed).")
   dump_dir = tempfile.mkdtemp(prefix="gpu_kernel_census_")
   try:  # the dump flag before anything starts a JAX backend
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -261,10 +254,9 @@ def main(argv, flag=None):
     if target in (None, "local"):
       import jax  # pylint: disable=g-import-not-at-top
       if jax.default_backend() != "gpu":
-        print("gpu_kernel_census: error: JAX sees no GPU here; pass --target "
-              f"({', '.join(target_names())}) to compile for one without it.",
-              file=sys.stderr)
-        sys.exit(2)
+        raise app.UsageError(
+            "JAX sees no GPU here; pass --target "
+            f"({', '.join(target_names())}) to compile for one without it.")
       target = "local"
     result = census(flag["config"].value, target, flag["images"].value,
                     dump_dir)

@@ -97,6 +97,14 @@ def test_bad_target_is_one_clear_line():
       "h200; got 'tpu9'.")
 
 
+def test_missing_config_is_one_clear_line():
+  proc = _run("--target", "h200")
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("gpu_kernel_census: error: ")
+  assert "--config" in lines[0]
+
+
 @pytest.mark.skipif(HAS_CUDA_PLUGIN, reason="JAX's CUDA plugin is installed")
 def test_without_the_cuda_plugin_says_what_to_install():
   proc = _run("--config", "configs/quickstart.py", "--target", "h200")
