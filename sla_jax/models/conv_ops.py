@@ -109,12 +109,8 @@ def weight_grad_matmul(x: jax.Array, dy: jax.Array, stride: int,
 
 def operand_bytes_per_image(x: jax.Array, dy: jax.Array, stride: int) -> int:
   """Bytes of both matmul operands that :func:`weight_grad_matmul` builds per image."""
-  out_h, out_w, out_c = dy.shape[1:]
-  if _matmul_form(x.shape[-1], dy.shape, stride) is _SPLIT_TAPS:
-    elements = (out_h + 2) * out_w * 3 * (x.shape[-1] + out_c)
-  else:
-    elements = out_h * out_w * (9 * x.shape[-1] + out_c)
-  return elements * x.dtype.itemsize
+  form = _matmul_form(x.shape[-1], dy.shape, stride)
+  return form.elements_per_image(x.shape[-1], dy.shape) * x.dtype.itemsize
 
 
 class _MatmulForm(NamedTuple):
@@ -122,6 +118,8 @@ class _MatmulForm(NamedTuple):
   product: Callable[[jax.Array, jax.Array, int], jax.Array]
   product_shape: Callable[[int, int], tuple[int, int]]
   to_kernel: Callable[[jax.Array, int], jax.Array]
+  # Elements of both operands per image, from (C, dy's shape).
+  elements_per_image: Callable[[int, tuple[int, ...]], int]
 
 
 def _nine_taps_product(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
@@ -182,18 +180,21 @@ def _replicated_matmul(left: jax.Array, right: jax.Array, like: jax.Array
 
 _NINE_TAPS = _MatmulForm(
     _nine_taps_product, lambda c, d: (d, 9 * c),
-    lambda total, c: total.T.reshape(3, 3, c, -1))
+    lambda total, c: total.T.reshape(3, 3, c, -1),
+    lambda c, dy_shape: dy_shape[1] * dy_shape[2] * (9 * c + dy_shape[3]))
 _SPLIT_TAPS = _MatmulForm(
     _split_taps_product, lambda c, d: (3 * d, 3 * c),
-    lambda total, c: total.reshape(3, -1, 3, c).transpose(0, 2, 3, 1))
+    lambda total, c: total.reshape(3, -1, 3, c).transpose(0, 2, 3, 1),
+    lambda c, dy_shape: (dy_shape[1] + 2) * dy_shape[2] * 3 * (c + dy_shape[3]))
 
 
 def _matmul_form(channels: int, dy_shape, stride: int) -> _MatmulForm:
-  """The form whose operands take fewer bytes (the split taps only at stride 1)."""
-  out_h, out_w, out_c = dy_shape[1:]
-  split = (out_h + 2) * out_w * 3 * (channels + out_c)
-  nine = out_h * out_w * (9 * channels + out_c)
-  return _SPLIT_TAPS if stride == 1 and split < nine else _NINE_TAPS
+  """The form whose operands take fewer bytes (the split taps only at stride
+  1; the nine taps on a tie)."""
+  if stride != 1:
+    return _NINE_TAPS
+  return min((_NINE_TAPS, _SPLIT_TAPS),
+             key=lambda form: form.elements_per_image(channels, dy_shape))
 
 
 def _explicit_sharding(a: jax.Array) -> NamedSharding | None:
