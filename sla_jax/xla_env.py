@@ -14,6 +14,14 @@ its own flags. A flag already named in ``XLA_FLAGS`` is left as given;
   plain order is much faster (BENCHMARKS.md). Order only: every op computes
   the same values. Affects CPU programs only (accelerator runs unchanged).
 
+- ``xla_cpu_experimental_ynn_fusion_type=-individual_dot``: matrix products
+  run in XLA's own (Eigen) dot instead of a YNNPACK call; convolutions stay
+  in YNNPACK. The matmul weight gradients (:mod:`sla_jax.models.conv_ops`:
+  few output channels, a long sum over pixels) are faster that way, and so is
+  the step on every ResNet config measured, none slower (BENCHMARKS.md, "Matrix
+  products outside YNNPACK"). Values change in the last bits (another
+  summation order), not the math. Affects CPU programs only.
+
 - ``xla_force_host_platform_device_count=D`` (:func:`host_device_count`: one
   CPU device per core, as the largest power of two up to 8): XLA:CPU runs
   each elementwise fusion (BatchNorm, ReLU, the patches of the weight
@@ -50,6 +58,7 @@ __all__ = ["DEFAULT_FLAGS", "MAX_HOST_DEVICES", "host_device_count",
 
 DEFAULT_FLAGS: Mapping[str, str] = {  # machine-independent defaults
     "xla_cpu_enable_concurrency_optimized_scheduler": "false",
+    "xla_cpu_experimental_ynn_fusion_type": "-individual_dot",
 }
 HOST_DEVICES_FLAG = "xla_force_host_platform_device_count"
 MAX_HOST_DEVICES = 8
