@@ -3,8 +3,10 @@
 Two things XLA:CPU does slowly are done here by hand, bit-identical to XLA's own
 gradients where both are exact (tested):
 
-* Weight gradient of a 3x3 convolution as a matrix multiplication (written so
-  that XLA:CPU runs it in YNNPACK), faster on CPU for inputs of 16x16 and
+* Weight gradient of a 3x3 convolution as a matrix multiplication (in the
+  standard form XLA:CPU's matmul libraries take: YNNPACK by default, XLA's
+  own Eigen matmul under the tools' flags, :mod:`sla_jax.xla_env`, which is
+  faster for these products), faster on CPU for inputs of 16x16 and
   larger and for smaller inputs whose patches matrix is large; other layers
   keep the convolution form (:data:`MIN_MATMUL_PIXELS`,
   :data:`MIN_MATMUL_PATCH_BYTES`). Two ways to write it; the one whose
