@@ -217,9 +217,22 @@ def test_weight_gradient_matmul_is_in_standard_form(channels, stride, chunked):
                  if chunked else None)
   text = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3)).lower(
       x, dy, stride, chunk_bytes).compile().as_text()
-  assert _dot_contracting_dims(text) == {("{1}", "{0}")}
+  # The weight gradient's matmul, and the identity matmul that transposes dy
+  # (conv_ops._transposed: contracts both operands' last axis).
+  assert _dot_contracting_dims(text) == {("{1}", "{0}"), ("{1}", "{1}")}
   if jax.default_backend() == "cpu":
     assert "__ynn_fusion" not in text and " dot(" in text
+
+
+@pytest.mark.parametrize("shape", [(1000, 16), (37, 3), (512, 64)])
+def test_transposed_by_the_identity_matmul_is_exact(shape):
+  """``conv_ops._transposed`` gives ``a.T`` bit for bit (finite values, any magnitude)."""
+  rng = np.random.default_rng(0)
+  a = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)
+       ).astype(np.float32)
+  np.testing.assert_array_equal(jax.jit(conv_ops._transposed)(a), a.T)
+  b = jnp.asarray(a, jnp.bfloat16)
+  np.testing.assert_array_equal(conv_ops._transposed(b), b.T)
 
 
 @pytest.mark.parametrize("size,channels,out_channels,stride", [

@@ -142,7 +142,7 @@ def _nine_taps_product(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
   channels = x.shape[-1]
   patches = _reshape(jnp.concatenate(taps, -1), (-1, 9 * channels), (0,))
   rows_t = lax.optimization_barrier(
-      _reshape(dy, (-1, dy.shape[-1]), (0,)).T)
+      _transposed(_reshape(dy, (-1, dy.shape[-1]), (0,))))
   return _replicated_matmul(rows_t, patches, x)
 
 
@@ -162,13 +162,28 @@ def _split_taps_product(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
   columns = jnp.concatenate([padded[:, :, kw:kw + out_w, :]
                              for kw in range(3)], -1)
   columns = _reshape(columns, (-1, columns.shape[-1]), (0,))
-  dy_t = jnp.transpose(dy, (3, 0, 1, 2))  # [D, N, H, W]
+  n, h, w, d = dy.shape
+  dy_t = _reshape(_transposed(_reshape(dy, (-1, d), (0,))), (d, n, h, w),
+                  (None, 1))  # [D, N, H, W]
   rows = jnp.concatenate(
       [jnp.pad(dy_t, ((0, 0), (0, 0), (kh, 2 - kh), (0, 0)))
        for kh in range(3)], 0)
   rows = lax.optimization_barrier(
       _reshape(rows, (rows.shape[0], -1), (None, 1)))
   return _replicated_matmul(rows, columns, x)
+
+
+def _transposed(rows: jax.Array) -> jax.Array:
+  """``rows.T`` for a ``[R, D]`` array with few columns, as ``I_D @ rows^T``.
+
+  XLA:CPU transposes such an array several times slower than its matmul
+  libraries multiply it by the identity (BENCHMARKS.md, "Matrix products
+  outside YNNPACK"). Exact for finite values: each entry is one product by
+  1 plus products by 0.
+  """
+  eye = jnp.eye(rows.shape[1], dtype=rows.dtype)
+  return lax.dot_general(eye, rows, (((1,), (1,)), ((), ())),
+                         precision=lax.Precision.HIGHEST)
 
 
 def _replicated_matmul(left: jax.Array, right: jax.Array, like: jax.Array
