@@ -129,8 +129,8 @@ class _MatmulForm(NamedTuple):
 def _nine_taps_product(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
   """The weight gradient transposed, ``[D, 9 C]`` = ``dy^T @ patches(x)``.
 
-  ``dy^T`` is materialised (the barrier stops XLA from folding the transpose
-  into the matmul), so the matmul contracts the last axis of its left operand
+  ``dy^T`` is materialised (:func:`_transposed`; the barrier stops XLA from
+  folding it into the matmul), so the matmul contracts the last axis of its left operand
   and the first of its right one: the form XLA:CPU hands to YNNPACK. As
   ``patches^T @ dy``, which contracts both operands' first axis, it ran as a
   slower generic dot (BENCHMARKS.md, "The weight-gradient matmul in standard
