@@ -18,8 +18,9 @@ its own flags. A flag already named in ``XLA_FLAGS`` is left as given;
   run in XLA's own (Eigen) dot instead of a YNNPACK call; convolutions stay
   in YNNPACK. The matmul weight gradients (:mod:`sla_jax.models.conv_ops`:
   few output channels, a long sum over pixels) are faster that way, and so is
-  the step on every ResNet config measured, none slower (BENCHMARKS.md, "Matrix
-  products outside YNNPACK"). Values change in the last bits (another
+  the step of the ResNet-32 and ResNet-8 configs measured; the quickstart's,
+  whose layers are too small for the matmul, is unchanged (BENCHMARKS.md,
+  "Matrix products outside YNNPACK"). Values change in the last bits (another
   summation order), not the math. Affects CPU programs only.
 
 - ``xla_force_host_platform_device_count=D`` (:func:`host_device_count`: one

@@ -21,7 +21,7 @@ gradients where both are exact (tested):
     nine taps.
 
   ``dy^T`` is computed as a matmul with the identity (exact), which XLA:CPU
-  runs several times faster than its transpose of such narrow arrays. The
+  runs faster than its transpose of such narrow arrays (:func:`_transposed`). The
   batch is processed in chunks whose operands stay small
   (:data:`PATCH_CHUNK_BYTES`), so each chunk's operands are still in cache
   when its matmul reads them.
@@ -178,10 +178,10 @@ def _split_taps_product(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
 def _transposed(rows: jax.Array) -> jax.Array:
   """``rows.T`` for a ``[R, D]`` array with few columns, as ``I_D @ rows^T``.
 
-  XLA:CPU transposes such an array several times slower than its matmul
-  libraries multiply it by the identity (BENCHMARKS.md, "Matrix products
-  outside YNNPACK"). Exact for finite values: each entry is one product by
-  1 plus products by 0.
+  XLA:CPU transposes such an array more slowly than its matmul libraries
+  multiply it by the identity (BENCHMARKS.md, "The output gradient
+  transposed by a matmul with the identity"). Exact for finite values: each
+  entry is one product by 1 plus products by 0.
   """
   eye = jnp.eye(rows.shape[1], dtype=rows.dtype)
   return lax.dot_general(eye, rows, (((1,), (1,)), ((), ())),
