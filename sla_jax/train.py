@@ -327,8 +327,11 @@ def make_train_step(spec: spec_lib.Spec, tx, config, batch_sharding,
                              mixed, state.step)
       return loss, new["batch_stats"]
 
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    # The batch's mesh in context: library code that splits work per device
+    # finds it (conv_ops' weight gradient sums each device's images apart).
+    with jax.sharding.use_abstract_mesh(batch_sharding.mesh.abstract_mesh):
+      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(state.step + 1, params, batch_stats, opt_state), loss

@@ -1,5 +1,8 @@
 """sla_jax.models.conv_ops: its gradients equal XLA's, and stay canonical inside loops."""
 
+import contextlib
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,6 +195,77 @@ def test_chunked_weight_gradient_of_a_sharded_batch(axis_type):
   for chunk_bytes in (n * per_image, 2 * per_image, None):
     np.testing.assert_allclose(grad(x, dy, 1, chunk_bytes), expected,
                                rtol=1e-5, atol=1e-4)
+
+
+def _all_reduces_in_loops(compiled_text):
+  """How many all-reduces a compiled program has inside ``while`` bodies."""
+  bodies = set(re.findall(r"body=%?([\w.\-]+)", compiled_text))
+  count, current = 0, None
+  for line in compiled_text.splitlines():
+    header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+    if header:
+      current = header.group(1)
+    elif current in bodies and re.search(r" all-reduce(-start)?\(", line):
+      count += 1
+  return count
+
+
+@pytest.mark.parametrize("axis_type,context,once", [
+    ("Explicit", False, True),  # the batch's sharding in its type
+    ("Auto", True, True),       # the mesh in context (as the trainer traces)
+    ("Auto", False, False),     # neither: each chunk summed across devices
+])
+def test_weight_gradient_sums_each_devices_images_apart(axis_type, context,
+                                                          once):
+  """Where the batch is split over devices (conv_ops.batch_axes), each device
+  sums its own images' chunks and one all-reduce after the loop adds them;
+  the gradient is the same either way."""
+  n = len(jax.devices())
+  mesh = jax.make_mesh((n,), ("data",),
+                       axis_types=(getattr(jax.sharding.AxisType, axis_type),))
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  x = jax.device_put(jax.random.normal(jax.random.key(0), (4 * n, 8, 8, 4)),
+                     rows)
+  dy = jax.device_put(jax.random.normal(jax.random.key(1), (4 * n, 8, 8, 6)),
+                      rows)
+  chunk_bytes = 2 * conv_ops.operand_bytes_per_image(x, dy, 1)  # 2 chunks
+  grad = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3))
+  with (jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if context
+        else contextlib.nullcontext()):
+    assert bool(_traced_batch_axes(x)) == once
+    text = grad.lower(x, dy, 1, chunk_bytes).compile().as_text()
+    result = grad(x, dy, 1, chunk_bytes)
+  assert text.count(" all-reduce(") + text.count(" all-reduce-start(") == 1
+  assert _all_reduces_in_loops(text) == (0 if once else 1)
+  np.testing.assert_allclose(result, _xla_weight_grad(*jax.device_get((x, dy)), 1),
+                             rtol=1e-5, atol=1e-4)
+
+
+def _traced_batch_axes(x):
+  """``conv_ops.batch_axes(x)`` as seen while tracing under ``jax.jit``."""
+  found = []
+  jax.jit(lambda x: found.append(conv_ops.batch_axes(x)) or x).lower(x)
+  return found[0]
+
+
+def test_batch_axes():
+  """The mesh axes that split a batch: from an explicit sharding's batch
+  axis, else every axis larger than 1 of an Auto context mesh; () otherwise."""
+  n = len(jax.devices())
+  P = jax.sharding.PartitionSpec
+  explicit = jax.make_mesh((n,), ("data",),
+                           axis_types=(jax.sharding.AxisType.Explicit,))
+  put = lambda shape, spec: jax.device_put(
+      jnp.zeros(shape), jax.sharding.NamedSharding(explicit, spec))
+  assert conv_ops.batch_axes(put((n, 4, 4, 2), P("data"))) == ("data",)
+  assert conv_ops.batch_axes(put((n, 4, 4, 2), P())) == ()
+  assert conv_ops.batch_axes(put((2, 4, 4, n), P(None, None, None, "data"))) == ()
+  auto = jax.make_mesh((n // 2, 2, 1), ("a", "b", "c"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  assert _traced_batch_axes(jnp.zeros((n, 4))) == ()  # no mesh in context
+  with jax.sharding.use_abstract_mesh(auto.abstract_mesh):
+    assert _traced_batch_axes(jnp.zeros((n, 4))) == ("a", "b")
+    assert _traced_batch_axes(jnp.zeros((n + 1, 4))) == ()  # does not divide
 
 
 def _dot_contracting_dims(compiled_text):

@@ -12,6 +12,7 @@ from etils import epath
 import subprocess_util as sp
 from conftest import interrupt_after
 from sla_jax import evaluation, input_pipeline, train
+from sla_jax.models import conv_ops
 
 REPO = sp.REPO
 
@@ -105,6 +106,30 @@ def test_eight_devices_match_one(tmp_path):
                sp.restore_params(tmp_path / "eight", 3), sp.restore_params(tmp_path / "one", 3))
   assert eight["test"] == pytest.approx(one["test"], abs=1e-3)
   assert (one["devices"], eight["devices"]) == (1, 8)
+
+
+def test_the_step_sums_weight_gradients_per_device(tmp_path, monkeypatch):
+  """The trainer traces its step with the batch's mesh in context, so the
+  matmul weight gradient (forced here for the digits' 8x8 layers) sums each
+  device's images apart (conv_ops.batch_axes); 8 devices still match one."""
+  monkeypatch.setattr(conv_ops, "MIN_MATMUL_PIXELS", 0)
+  seen, original = [], conv_ops.weight_grad_matmul
+
+  def recording(x, dy, stride, *args, **kwargs):
+    seen.append(conv_ops.batch_axes(x))
+    return original(x, dy, stride, *args, **kwargs)
+
+  monkeypatch.setattr(conv_ops, "weight_grad_matmul", recording)
+  config = tiny_config("sla", total_steps=2, log_every=1, eval_every=2,
+                       checkpoint_every=2)
+  train.train_and_evaluate(_with(config, num_devices=1), tmp_path / "one")
+  assert seen and set(seen) == {()}
+  seen.clear()
+  train.train_and_evaluate(_with(config, num_devices=8), tmp_path / "eight")
+  assert seen and set(seen) == {("data",)}
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               sp.restore_params(tmp_path / "eight", 2),
+               sp.restore_params(tmp_path / "one", 2))
 
 
 def _with(config, **fields):

@@ -24,7 +24,10 @@ gradients where both are exact (tested):
   runs faster than its transpose of such narrow arrays (:func:`_transposed`). The
   batch is processed in chunks whose operands stay small
   (:data:`PATCH_CHUNK_BYTES`), so each chunk's operands are still in cache
-  when its matmul reads them.
+  when its matmul reads them. Where the batch is split over devices
+  (:func:`batch_axes`: an explicit sharding, or a context mesh as the trainer
+  traces its step under), each device sums its own images' chunks and one
+  all-reduce adds the devices' sums, instead of one per chunk.
 * Every backward convolution in canonical form (NHWC input, HWIO kernel): the
   input gradient as a convolution of the output gradient with the flipped,
   in/out-swapped kernel; the weight gradient as a convolution with channels as
@@ -52,7 +55,8 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 __all__ = ["conv_general_dilated", "canonical_conv", "input_grad",
-           "weight_grad_conv", "weight_grad_matmul", "operand_bytes_per_image",
+           "weight_grad_conv", "weight_grad_matmul", "batch_axes",
+           "operand_bytes_per_image",
            "MIN_MATMUL_PIXELS", "MIN_MATMUL_PATCH_BYTES", "PATCH_CHUNK_BYTES"]
 
 # The matmul weight gradient is used for inputs of MIN_MATMUL_PIXELS (H * W)
@@ -63,9 +67,10 @@ __all__ = ["conv_general_dilated", "canonical_conv", "input_grad",
 MIN_MATMUL_PIXELS = 16 * 16
 MIN_MATMUL_PATCH_BYTES = 32 * 2**20
 # Largest matmul operands built at once (both, :func:`operand_bytes_per_image`):
-# the batch is split into the fewest equal chunks whose operands fit (at least
-# one image per chunk).
-PATCH_CHUNK_BYTES = 2 * 2**20
+# the batch (each device's part where it is split over devices,
+# :func:`batch_axes`) is split into the fewest equal chunks whose operands fit
+# (at least one image per chunk).
+PATCH_CHUNK_BYTES = 2**20
 
 
 def _images_per_chunk(batch: int, bytes_per_image: int,
@@ -82,8 +87,62 @@ def weight_grad_matmul(x: jax.Array, dy: jax.Array, stride: int,
 
   ``chunk_bytes``: build the matmul's operands (:func:`operand_bytes_per_image`)
   for at most this many bytes at a time, summing the chunks' products (None:
-  the whole batch at once).
+  the whole batch at once). Where the batch is split over devices
+  (:func:`batch_axes`), each device sums the products of its own images, in
+  chunks of its own, and one all-reduce adds the devices' sums; otherwise a
+  loop over a sharded batch would sum every chunk across the devices.
   """
+  axes = batch_axes(x)
+  if not axes:
+    return _weight_grad_in_chunks(x, dy, stride, chunk_bytes)
+
+  def per_device(x, dy):
+    return lax.psum(_weight_grad_in_chunks(x, dy, stride, chunk_bytes, axes),
+                    axes)
+
+  return jax.shard_map(per_device, mesh=_mesh_of(x),
+                       in_specs=(P(axes), P(axes)), out_specs=P(),
+                       axis_names=frozenset(axes))(x, dy)
+
+
+def batch_axes(x: jax.Array) -> tuple[str, ...]:
+  """The mesh axes that split ``x``'s batch (leading) axis, for :func:`weight_grad_matmul`.
+
+  From ``x``'s type where it is explicitly sharded (its batch axis only);
+  otherwise, inside a context mesh of ``Auto`` axes
+  (``jax.sharding.use_abstract_mesh``, ``jax.set_mesh``), every axis of it
+  larger than 1, as in data parallelism (the trainer traces its step so).
+  ``()`` where neither applies or the batch does not divide evenly.
+  """
+  sharding = _explicit_sharding(x)
+  if sharding is not None:
+    spec = tuple(sharding.spec)
+    if not spec or spec[0] is None or any(s is not None for s in spec[1:]):
+      return ()
+    names, mesh = spec[0], sharding.mesh
+    names = names if isinstance(names, tuple) else (names,)
+  else:
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or any(t != AxisType.Auto for t in mesh.axis_types):
+      return ()
+    names = tuple(name for name in mesh.axis_names if mesh.shape[name] > 1)
+  if not names or x.shape[0] % math.prod(mesh.shape[n] for n in names):
+    return ()
+  return names
+
+
+def _mesh_of(x: jax.Array):
+  """The mesh of ``x``'s explicit sharding, else the context mesh."""
+  sharding = _explicit_sharding(x)
+  return (jax.sharding.get_abstract_mesh() if sharding is None
+          else sharding.mesh)
+
+
+def _weight_grad_in_chunks(x: jax.Array, dy: jax.Array, stride: int,
+                           chunk_bytes: int | None,
+                           varying_axes: tuple[str, ...] = ()) -> jax.Array:
+  """:func:`weight_grad_matmul` of the images at hand (``varying_axes``: the
+  manual mesh axes they vary over, inside ``shard_map``)."""
   form = _matmul_form(x.shape[-1], dy.shape, stride)
   batch = dy.shape[0]
   shards = _batch_shards(x)  # each device builds its own images' operands
@@ -106,6 +165,8 @@ def weight_grad_matmul(x: jax.Array, dy: jax.Array, stride: int,
 
     zero = jnp.zeros(form.product_shape(x.shape[-1], dy.shape[-1]),
                      jnp.float32)
+    if varying_axes:  # the loop's sum varies over the devices as its terms do
+      zero = lax.pcast(zero, varying_axes, to="varying")
     total = lax.fori_loop(0, n, add_chunk, zero)
   # The barrier keeps XLA from folding this rearrangement into the matmul.
   return form.to_kernel(lax.optimization_barrier(total), x.shape[-1])
