@@ -38,9 +38,10 @@ gradients where both are exact (tested):
 
 Pass :func:`conv_general_dilated` to ``flax.linen.Conv(conv_general_dilated=...)``;
 convolutions other than NHWC/HWIO without dilation or feature groups fall back
-to ``lax.conv_general_dilated``. Measurements: BENCHMARKS.md ("The weight
-gradient as split taps", "Where the CPU time goes", "The matmul weight gradient
-for large 8x8 layers too", "Several steps per jitted call").
+to ``lax.conv_general_dilated``. Measurements: BENCHMARKS.md ("One all-reduce
+per weight gradient", "The weight gradient as split taps", "Where the CPU time
+goes", "The matmul weight gradient for large 8x8 layers too", "Several steps per
+jitted call").
 """
 
 from __future__ import annotations
