@@ -175,10 +175,8 @@ def test_chunked_weight_gradient_equals_xla(stride, images_per_chunk):
   np.testing.assert_allclose(chunked, expected, rtol=1e-5, atol=atol)
 
 
-@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
-def test_chunked_weight_gradient_of_a_sharded_batch(axis_type):
-  """Batch sharded over the devices: same gradient; with chunks of a multiple
-  of the device count each device builds the patches of its own images."""
+def _sharded_batch(axis_type):
+  """``(mesh, x, dy)``: 4 images per device, the batch split over all devices."""
   n = len(jax.devices())
   mesh = jax.make_mesh((n,), ("data",),
                        axis_types=(getattr(jax.sharding.AxisType, axis_type),))
@@ -187,6 +185,15 @@ def test_chunked_weight_gradient_of_a_sharded_batch(axis_type):
                      rows)
   dy = jax.device_put(jax.random.normal(jax.random.key(1), (4 * n, 8, 8, 6)),
                       rows)
+  return mesh, x, dy
+
+
+@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+def test_chunked_weight_gradient_of_a_sharded_batch(axis_type):
+  """Batch sharded over the devices: same gradient; with chunks of a multiple
+  of the device count each device builds the patches of its own images."""
+  _, x, dy = _sharded_batch(axis_type)
+  n = len(jax.devices())
   per_image = conv_ops.operand_bytes_per_image(x, dy, 1)
   grad = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3))
   hlo = grad.lower(x, dy, 1, n * per_image).compile().as_text()
@@ -220,14 +227,7 @@ def test_weight_gradient_sums_each_devices_images_apart(axis_type, context,
   """Where the batch is split over devices (conv_ops.batch_axes), each device
   sums its own images' chunks and one all-reduce after the loop adds them;
   the gradient is the same either way."""
-  n = len(jax.devices())
-  mesh = jax.make_mesh((n,), ("data",),
-                       axis_types=(getattr(jax.sharding.AxisType, axis_type),))
-  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  x = jax.device_put(jax.random.normal(jax.random.key(0), (4 * n, 8, 8, 4)),
-                     rows)
-  dy = jax.device_put(jax.random.normal(jax.random.key(1), (4 * n, 8, 8, 6)),
-                      rows)
+  mesh, x, dy = _sharded_batch(axis_type)
   chunk_bytes = 2 * conv_ops.operand_bytes_per_image(x, dy, 1)  # 2 chunks
   grad = jax.jit(conv_ops.weight_grad_matmul, static_argnums=(2, 3))
   with (jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if context
