@@ -93,7 +93,7 @@ def weight_grad_matmul(x: jax.Array, dy: jax.Array, stride: int,
   chunks of its own, and one all-reduce adds the devices' sums; otherwise a
   loop over a sharded batch would sum every chunk across the devices.
   """
-  axes = batch_axes(x)
+  mesh, axes = _batch_split(x)
   if not axes:
     return _weight_grad_in_chunks(x, dy, stride, chunk_bytes)
 
@@ -101,7 +101,7 @@ def weight_grad_matmul(x: jax.Array, dy: jax.Array, stride: int,
     return lax.psum(_weight_grad_in_chunks(x, dy, stride, chunk_bytes, axes),
                     axes)
 
-  return jax.shard_map(per_device, mesh=_mesh_of(x),
+  return jax.shard_map(per_device, mesh=mesh,
                        in_specs=(P(axes), P(axes)), out_specs=P(),
                        axis_names=frozenset(axes))(x, dy)
 
@@ -115,28 +115,25 @@ def batch_axes(x: jax.Array) -> tuple[str, ...]:
   larger than 1, as in data parallelism (the trainer traces its step so).
   ``()`` where neither applies or the batch does not divide evenly.
   """
+  return _batch_split(x)[1]
+
+
+def _batch_split(x: jax.Array) -> tuple[object, tuple[str, ...]]:
+  """``(mesh, axes)``: :func:`batch_axes` and the mesh they belong to (None
+  where there are none)."""
   sharding = _explicit_sharding(x)
   if sharding is not None:
-    spec = tuple(sharding.spec)
-    if not spec or spec[0] is None or any(s is not None for s in spec[1:]):
-      return ()
-    names, mesh = spec[0], sharding.mesh
-    names = names if isinstance(names, tuple) else (names,)
+    if any(s is not None for s in tuple(sharding.spec)[1:]):
+      return None, ()
+    names, mesh = _explicit_batch_names(sharding), sharding.mesh
   else:
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or any(t != AxisType.Auto for t in mesh.axis_types):
-      return ()
+      return None, ()
     names = tuple(name for name in mesh.axis_names if mesh.shape[name] > 1)
   if not names or x.shape[0] % math.prod(mesh.shape[n] for n in names):
-    return ()
-  return names
-
-
-def _mesh_of(x: jax.Array):
-  """The mesh of ``x``'s explicit sharding, else the context mesh."""
-  sharding = _explicit_sharding(x)
-  return (jax.sharding.get_abstract_mesh() if sharding is None
-          else sharding.mesh)
+    return None, ()
+  return mesh, names
 
 
 def _weight_grad_in_chunks(x: jax.Array, dy: jax.Array, stride: int,
@@ -288,14 +285,21 @@ def _explicit_sharding(a: jax.Array) -> NamedSharding | None:
   return sharding
 
 
+def _explicit_batch_names(sharding: NamedSharding) -> tuple[str, ...]:
+  """The mesh axes an explicit sharding splits the leading axis over (``()``: none)."""
+  spec = tuple(sharding.spec)
+  if not spec or spec[0] is None:
+    return ()
+  return spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+
+
 def _batch_shards(x: jax.Array) -> int:
   """The devices ``x``'s batch axis is split over, if explicitly sharded (else 1)."""
   sharding = _explicit_sharding(x)
-  if sharding is None or not sharding.spec or sharding.spec[0] is None:
+  if sharding is None:
     return 1
-  names = sharding.spec[0]
-  names = names if isinstance(names, tuple) else (names,)
-  return math.prod(sharding.mesh.shape[name] for name in names)
+  return math.prod(sharding.mesh.shape[name]
+                   for name in _explicit_batch_names(sharding))
 
 
 def _reshape(a: jax.Array, shape, dims) -> jax.Array:
