@@ -8,11 +8,15 @@ library never touches the environment: a codebase that imports sla_jax keeps
 its own flags. A flag already named in ``XLA_FLAGS`` is left as given;
 ``SLA_XLA_DEFAULTS=0`` turns the defaults off.
 
-- ``xla_cpu_enable_concurrency_optimized_scheduler=false``: XLA:CPU's default
-  scheduler orders ops so that independent ones may run concurrently, which
-  keeps more large activations alive at once; on the ResNet train step the
-  plain order is much faster (BENCHMARKS.md). Order only: every op computes
-  the same values. Affects CPU programs only (accelerator runs unchanged).
+- ``xla_cpu_enable_concurrency_optimized_scheduler=false``: the plain op
+  order. XLA:CPU's concurrency-optimised scheduler orders ops so that
+  independent ones may run concurrently, which keeps more large activations
+  alive at once. Where it was the default (2026-11-23), the ResNet train step
+  ran much faster without it. The installed jaxlib 0.10.2 already defaults to
+  false (the step compiles to the same program with and without the flag), so
+  the flag pins the order in case the default changes back (BENCHMARKS.md).
+  Order only: every op computes the same values. Affects CPU programs only
+  (accelerator runs unchanged).
 
 - ``xla_cpu_experimental_ynn_fusion_type=-individual_dot``: matrix products
   run in XLA's own (Eigen) dot instead of a YNNPACK call; convolutions stay
