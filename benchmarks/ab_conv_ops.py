@@ -3,6 +3,12 @@
     git show 9c96011:sla_jax/models/conv_ops.py > /tmp/conv_ops_before.py
     python -m benchmarks.ab_conv_ops --other /tmp/conv_ops_before.py \
         --config configs/cifar.py:objective=sla [--rounds 6] [--calls 3] [--json]
+    python -m benchmarks.ab_conv_ops --other_plain_residual \
+        --config configs/cifar.py:objective=sla
+
+``--other_plain_residual``: the other side also traces
+``sla_jax.models.residual.materialize`` as the identity (with ``--other`` or
+with this checkout's convolutions), which times the stored residual stream.
 
 Separate processes on a shared VM differ from run to run by more than most
 changes to the CPU step's convolutions gain (BENCHMARKS.md, "The weight-gradient
@@ -35,7 +41,7 @@ import jax
 import numpy as np
 
 from sla_jax import bench, train
-from sla_jax.models import conv_ops
+from sla_jax.models import conv_ops, residual
 
 
 def _define_flags():
@@ -44,6 +50,9 @@ def _define_flags():
           "json": bench._JSON,  # pylint: disable=protected-access
           "other": flags.DEFINE_string(
               "other", None, "A conv_ops.py to time against this checkout's."),
+          "other_plain_residual": flags.DEFINE_boolean(
+              "other_plain_residual", False,
+              "The other side traces residual.materialize as the identity."),
           "rounds": flags.DEFINE_integer("rounds", 6, "Alternated rounds."),
           "calls": flags.DEFINE_integer(
               "calls", 3, "Calls per block (the first is not timed).")}
@@ -73,9 +82,21 @@ def convolutions_from(module):
     conv_ops.conv_general_dilated = saved
 
 
-def _compiled_step(config, data, module=None):
+@contextlib.contextmanager
+def plain_residual_stream():
+  """Within the block, models trace ``residual.materialize`` as the identity."""
+  saved = residual.materialize
+  residual.materialize = lambda x: x
+  try:
+    yield
+  finally:
+    residual.materialize = saved
+
+
+def _compiled_step(config, data, module=None, plain_residual=False):
   images, labels, image_shape, num_classes = data
-  with convolutions_from(module) if module else contextlib.nullcontext():
+  with (convolutions_from(module) if module else contextlib.nullcontext(),
+        plain_residual_stream() if plain_residual else contextlib.nullcontext()):
     setup = bench.build_train_step(config, images, labels, num_classes,
                                    image_shape)
     compiled = setup.step.full.lower(setup.state, *setup.data,
@@ -83,16 +104,23 @@ def _compiled_step(config, data, module=None):
   return setup, compiled
 
 
-def compare(config, other_path, rounds: int = 6, calls: int = 3
-            ) -> dict[str, Any]:
-  """Alternates this checkout's train step and ``other_path``'s; medians per call."""
+def compare(config, other_path=None, rounds: int = 6, calls: int = 3,
+            plain_residual: bool = False) -> dict[str, Any]:
+  """Alternates this checkout's train step and the other one; medians per call.
+
+  The other step traces ``other_path``'s convolutions (None: this checkout's)
+  and, with ``plain_residual``, ``residual.materialize`` as the identity.
+  """
   if rounds < 1 or calls < 2:
     raise ValueError(f"need rounds >= 1 and calls >= 2; got {rounds} and {calls}")
-  other = load_module(other_path)
+  if other_path is None and not plain_residual:
+    raise ValueError("nothing to compare: give another conv_ops.py, "
+                     "plain_residual, or both.")
+  other = None if other_path is None else load_module(other_path)
   load = bench.machine_load()
   data = bench.benchmark_data(config)
   sides = {"this": _compiled_step(config, data),
-           "other": _compiled_step(config, data, other)}
+           "other": _compiled_step(config, data, other, plain_residual)}
   states = {name: setup.state for name, (setup, _) in sides.items()}
   times = {name: [] for name in sides}
   for r in range(rounds):
@@ -107,9 +135,11 @@ def compare(config, other_path, rounds: int = 6, calls: int = 3
           times[name].append(time.perf_counter() - start)
   k = sides["this"][0].steps_per_call
   this_s, other_s = (float(np.median(times[n])) / k for n in ("this", "other"))
-  return {"what": "ab_conv_ops", "other": str(other_path),
-          "other_sha256": hashlib.sha256(
+  return {"what": "ab_conv_ops",
+          "other": None if other_path is None else str(other_path),
+          "other_sha256": None if other_path is None else hashlib.sha256(
               pathlib.Path(other_path).read_bytes()).hexdigest(),
+          "other_plain_residual": plain_residual,
           "objective": sides["this"][0].objective.name,
           "model": config.model.name, "depth": config.model.get("depth"),
           "batch_size": config.batch_size, "steps_per_call": k,
@@ -127,12 +157,14 @@ def compare(config, other_path, rounds: int = 6, calls: int = 3
 def main(argv, flag=None):
   del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
-  if flag["config"].value is None or not flag["other"].value:
+  if flag["config"].value is None or not (flag["other"].value or
+                                          flag["other_plain_residual"].value):
     raise app.UsageError("pass --config (a trainer config) and --other "
-                         "(a conv_ops.py file).")
+                         "(a conv_ops.py file), --other_plain_residual, or both.")
   try:
-    result = compare(flag["config"].value, flag["other"].value,
-                     flag["rounds"].value, flag["calls"].value)
+    result = compare(flag["config"].value, flag["other"].value or None,
+                     flag["rounds"].value, flag["calls"].value,
+                     flag["other_plain_residual"].value)
   except (train.ConfigError, ValueError, FileNotFoundError, SyntaxError,
           ImportError) as e:
     raise app.UsageError(str(e)) from None

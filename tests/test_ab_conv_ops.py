@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import ab_conv_ops
 from conftest import REPO
-from sla_jax.models import conv_ops
+from sla_jax.models import conv_ops, residual
 from test_train import tiny_config
 
 CONV_OPS = pathlib.Path(conv_ops.__file__)
@@ -32,6 +32,34 @@ def test_the_other_files_convolutions_are_the_ones_traced(tmp_path):
   with pytest.raises(RuntimeError, match="other file was traced"):
     ab_conv_ops.compare(tiny_config("sla"), other, rounds=1, calls=2)
   assert conv_ops.conv_general_dilated is saved  # restored after the error
+
+
+def test_the_other_side_can_trace_a_plain_residual_stream(monkeypatch):
+  calls = []
+  stored = residual.materialize
+
+  def spy(x):
+    calls.append(1)
+    return stored(x)
+
+  monkeypatch.setattr(residual, "materialize", spy)
+  config = tiny_config("sla")
+  config.model.depth = 14  # stores the first of the two blocks of each stage
+  counts = []
+  for plain in (False, True):
+    calls.clear()
+    result = ab_conv_ops.compare(config, CONV_OPS if not plain else None,
+                                 rounds=1, calls=2, plain_residual=plain)
+    counts.append(len(calls))
+    assert result["other_plain_residual"] is plain
+  assert result["other"] is None
+  assert 0 < counts[1] < counts[0]  # only this side traced it
+  assert residual.materialize is spy  # restored
+
+
+def test_nothing_to_compare_is_refused():
+  with pytest.raises(ValueError, match="nothing to compare"):
+    ab_conv_ops.compare(tiny_config("sla"), None, rounds=1, calls=2)
 
 
 @pytest.mark.parametrize("content,message", [

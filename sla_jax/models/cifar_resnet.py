@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from sla_jax import feature_transforms
-from sla_jax.models import conv_ops, registry
+from sla_jax.models import conv_ops, registry, residual
 from sla_jax.models.batch_norm import FusedBatchNorm
 from sla_jax.models import heads as heads_lib
 
@@ -226,6 +226,10 @@ class CifarResNet(nn.Module):
                        zero_init_last_bn=self.zero_init_last_bn,
                        conv_weight_grad=self.conv_weight_grad,
                        name=f"stage_{stage}_{i}")(x, train)
+        if i < blocks_per_stage - 1:
+          # The next block reads it twice (its convolution and its residual
+          # add): stored once on the CPU rather than recomputed (residual.py).
+          x = residual.materialize(x)
       x = self._feature_variants(x, stage)
     features = jnp.mean(x, axis=(1, 2))
     out = {"features": features}
