@@ -72,31 +72,27 @@ def load_module(path: str | os.PathLike):
 
 
 @contextlib.contextmanager
-def convolutions_from(module):
-  """Within the block, models trace ``module.conv_general_dilated``."""
-  saved = conv_ops.conv_general_dilated
-  conv_ops.conv_general_dilated = module.conv_general_dilated
+def _swapped(owner, name: str, value):
+  """Within the block, ``owner.name`` is ``value`` (restored after, errors too)."""
+  saved = getattr(owner, name)
+  setattr(owner, name, value)
   try:
     yield
   finally:
-    conv_ops.conv_general_dilated = saved
-
-
-@contextlib.contextmanager
-def plain_residual_stream():
-  """Within the block, models trace ``residual.materialize`` as the identity."""
-  saved = residual.materialize
-  residual.materialize = lambda x: x
-  try:
-    yield
-  finally:
-    residual.materialize = saved
+    setattr(owner, name, saved)
 
 
 def _compiled_step(config, data, module=None, plain_residual=False):
+  """The step as models trace it with ``module``'s convolutions (None: this
+  checkout's) and, with ``plain_residual``, ``residual.materialize`` as the
+  identity."""
   images, labels, image_shape, num_classes = data
-  with (convolutions_from(module) if module else contextlib.nullcontext(),
-        plain_residual_stream() if plain_residual else contextlib.nullcontext()):
+  with contextlib.ExitStack() as swaps:
+    if module:
+      swaps.enter_context(_swapped(conv_ops, "conv_general_dilated",
+                                   module.conv_general_dilated))
+    if plain_residual:
+      swaps.enter_context(_swapped(residual, "materialize", lambda x: x))
     setup = bench.build_train_step(config, images, labels, num_classes,
                                    image_shape)
     compiled = setup.step.full.lower(setup.state, *setup.data,
