@@ -202,8 +202,10 @@ def large_image_config(model: str, image_size: int) -> ml_collections.ConfigDict
 
   The original's large-data recipe (hankook/SLA ``datasets.py``):
   ``RandomResizedCrop(image_size)`` + flip for training, ``Resize`` +
-  ``CenterCrop`` for evaluation, read by the host pipeline; ``model`` is a
-  registry name that takes no ``depth`` (``resnet18``, ``resnet50``, ...). The
+  ``CenterCrop`` for evaluation, read by the host pipeline; ``model`` is any
+  registry name (``resnet18``, ``resnet50``, ``wide_resnet``, ...), and its
+  scalar arguments become ``config.model`` fields with their defaults (e.g. a
+  wide ResNet's ``depth``, ``width`` and ``dropout_rate``). The
   input scaling stays the CIFAR one, ``(x - 0.5) / 0.5``, where the original
   uses the ImageNet mean and std: a per-channel affine change of the input
   that the first convolution's BatchNorm absorbs (up to the zero padding).
@@ -216,6 +218,7 @@ def large_image_config(model: str, image_size: int) -> ml_collections.ConfigDict
       "name": model, "dtype": "float32", "conv_weight_grad": "auto",
       "use_fast_variance": False, "fused_batch_norm": False})
   from sla_jax import models  # pylint: disable=g-import-not-at-top  (keeps configs light)
-  if "zero_init_residual" in models.arguments(model):
-    c.model.zero_init_residual = False  # the ImageNet ResNets' option
+  for arg, default in models.defaults(model).items():  # depth, width, ...
+    if arg not in c.model and isinstance(default, (bool, int, float, str)):
+      c.model[arg] = default
   return c

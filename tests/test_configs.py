@@ -114,6 +114,30 @@ def test_tinyimagenet100_32_takes_any_32px_model(name):
   assert ("zero_init_residual" in config.model) == (name == "resnet18")
 
 
+def test_large_image_configs_expose_the_models_own_arguments():
+  config = _load(REPO / "configs/tinyimagenet100_32.py").get_config(
+      "model=wide_resnet")
+  assert (config.model.depth, config.model.width,
+          config.model.dropout_rate) == (28, 10, 0.0)
+  config.model.depth, config.model.width = 10, 1  # WRN-10-1 from the command line
+  resolved = spec.resolve(config, 100)
+  assert (resolved.model.depth, resolved.model.width) == (10, 1)
+  assert _joint_logits_shape(resolved.model, resolved.objective, 32) == (8, 400)
+  # Fixed by its name: the registry's partial leaves only dropout_rate.
+  fixed = _load(REPO / "configs/tinyimagenet100_32.py").get_config(
+      "model=wide_resnet28_10")
+  assert "depth" not in fixed.model and "dropout_rate" in fixed.model
+
+
+def test_model_defaults_are_the_arguments_defaults():
+  assert models.defaults("wide_resnet")["depth"] == 28
+  assert models.defaults("resnet12")["widths"] == (64, 160, 320, 640)
+  assert set(models.defaults("cifar_resnet32")) == set(
+      models.arguments("cifar_resnet32"))
+  with pytest.raises(ValueError, match="Unknown model 'nope'"):
+    models.defaults("nope")
+
+
 def test_model_arguments_lists_what_each_model_takes():
   assert "zero_init_residual" in models.arguments("resnet50")
   assert "depth" in models.arguments("cifar_resnet")

@@ -18,7 +18,7 @@ import functools
 
 import flax.linen as nn
 
-__all__ = ["register", "get", "names", "arguments"]
+__all__ = ["register", "get", "names", "arguments", "defaults"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -52,6 +52,16 @@ def arguments(name: str) -> tuple[str, ...]:
     factory = factory.func
   return tuple(f.name for f in dataclasses.fields(factory)
                if f.init and f.name not in fixed | {"parent", "name"})
+
+
+def defaults(name: str) -> dict[str, object]:
+  """:func:`arguments` of model ``name`` that have a default, with it."""
+  factory = _factory(name)
+  while isinstance(factory, functools.partial):
+    factory = factory.func
+  fields = {f.name: f for f in dataclasses.fields(factory)}
+  return {arg: fields[arg].default for arg in arguments(name)
+          if fields[arg].default is not dataclasses.MISSING}
 
 
 def get(name: str, **kwargs) -> nn.Module:
