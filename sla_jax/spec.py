@@ -133,6 +133,14 @@ def resolve(config: ml_collections.ConfigDict, num_classes: int,
       raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}; got "
                        f"{model_kwargs['dtype']!r}.")
     dtype = jnp.dtype(model_kwargs.pop("dtype", "float32"))
+    foreign = sorted(set(model_kwargs) - set(models.arguments(name))
+                     - set(models.fixed(name)))
+    if foreign:  # e.g. model.name=resnet18 in a config made for cifar_resnet
+      raise ValueError(
+          f"model.name={name!r} takes no {foreign[0]!r}, which this config's "
+          f"model fields carry; start from a config made for it (e.g. "
+          f"configs/tinyimagenet100_32.py:model={name}, or "
+          f"config_lib.large_image_config({name!r}, IMAGE_SIZE)).")
     model = models.get(name, heads=objective.heads, dtype=dtype,
                        **model_kwargs, **feature.model_kwargs())
   except ValueError as e:

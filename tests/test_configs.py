@@ -138,6 +138,32 @@ def test_model_defaults_are_the_arguments_defaults():
     models.defaults("nope")
 
 
+def test_a_name_that_fixes_an_argument_refuses_another_value():
+  assert models.fixed("cifar_resnet20") == {"depth": 20}
+  assert models.fixed("cifar_resnet") == {}
+  assert models.get("cifar_resnet20", depth=20).depth == 20  # the same: fine
+  with pytest.raises(ValueError, match=r"depth=20 by its name; got depth=8\. "
+                     r"Pass depth=20, or name 'cifar_resnet'"):
+    models.get("cifar_resnet20", depth=8)
+  with pytest.raises(ValueError, match="width=10 by its name"):
+    models.get("wide_resnet28_10", width=2)
+  with pytest.raises(ValueError, match="takes no argument 'depth'; it takes heads"):
+    models.get("resnet18", depth=8)
+
+
+def test_a_config_naming_another_model_is_refused_with_its_fix():
+  config = _load(REPO / "configs/quickstart.py").get_config(None)
+  config.model.name = "cifar_resnet20"  # the config's depth is 8
+  with pytest.raises(spec.ConfigError, match="Pass depth=20"):
+    spec.resolve(config, 10)
+  config.model.depth = 20
+  assert spec.resolve(config, 10).model.depth == 20
+  config.model.name = "resnet18"  # takes no depth at all
+  with pytest.raises(spec.ConfigError, match=r"takes no 'depth'.*"
+                     r"configs/tinyimagenet100_32\.py:model=resnet18"):
+    spec.resolve(config, 10)
+
+
 def test_model_arguments_lists_what_each_model_takes():
   assert "zero_init_residual" in models.arguments("resnet50")
   assert "depth" in models.arguments("cifar_resnet")

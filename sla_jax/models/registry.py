@@ -18,7 +18,7 @@ import functools
 
 import flax.linen as nn
 
-__all__ = ["register", "get", "names", "arguments", "defaults"]
+__all__ = ["register", "get", "names", "arguments", "defaults", "fixed"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -64,10 +64,45 @@ def defaults(name: str) -> dict[str, object]:
           if fields[arg].default is not dataclasses.MISSING}
 
 
+def fixed(name: str) -> dict[str, object]:
+  """The arguments model ``name`` fixes (``cifar_resnet20``: ``{"depth": 20}``)."""
+  factory, fixed_args = _factory(name), {}
+  while isinstance(factory, functools.partial):
+    fixed_args = {**factory.keywords, **fixed_args}  # the outer partial wins
+    factory = factory.func
+  return fixed_args
+
+
 def get(name: str, **kwargs) -> nn.Module:
-  """The model ``name`` built with ``kwargs`` (ValueError naming the fix)."""
+  """The model ``name`` built with ``kwargs`` (ValueError naming the fix).
+
+  An argument the name fixes may be passed with the same value (a config's
+  ``depth=20`` for ``cifar_resnet20``); another value is refused rather than
+  building a different network than the name says.
+  """
   factory = _factory(name)
-  try:
-    return factory(**kwargs)
-  except TypeError as e:  # an unknown keyword argument
-    raise ValueError(f"Model {name!r}: {e}.") from None
+  for arg, value in fixed(name).items():
+    if arg in kwargs:
+      if kwargs[arg] != value:
+        raise ValueError(
+            f"Model {name!r} has {arg}={value!r} by its name; got "
+            f"{arg}={kwargs[arg]!r}. Pass {arg}={value!r}"
+            + (f", or name {_generic(name)!r}, which takes {arg}."
+               if _generic(name) else "."))
+      del kwargs[arg]
+  takes = arguments(name)
+  unknown = sorted(set(kwargs) - set(takes))
+  if unknown:
+    raise ValueError(f"Model {name!r} takes no argument {unknown[0]!r}; it "
+                     f"takes {', '.join(takes)}.")
+  return factory(**kwargs)
+
+
+def _generic(name: str) -> str | None:
+  """Another registered name for the class model ``name`` fixes arguments of
+  (``cifar_resnet`` for ``cifar_resnet20``; None if there is none)."""
+  factory = _factory(name)
+  while isinstance(factory, functools.partial):
+    factory = factory.func
+  return next((other for other, f in _REGISTRY.items()
+               if f is factory and other != name), None)
