@@ -30,6 +30,8 @@ def usage(doc: str, flag_names: Sequence[str]) -> str:
   """The tool's docstring summary and its own flags, one line each."""
   lines = [doc.strip().split("\n\n")[0], "", "flags:"]
   for name in flag_names:
+    if name not in flags.FLAGS:  # "config" of a tool that parses its own overrides
+      continue
     flag = flags.FLAGS[name]
     default = "" if flag.default is None else f" (default: {flag.default_as_str})"
     lines.append(f"  --{name}: {' '.join(flag.help.split())}{default}")

@@ -8,6 +8,8 @@ line with ``--config.field=value``.
 
 from __future__ import annotations
 
+import difflib
+
 import ml_collections
 
 
@@ -50,12 +52,15 @@ def _typed(what: str, default, value: str):
     if isinstance(default, float):
       return float(value)
     if isinstance(default, (tuple, list)):
+      if len(value.split(",")) != len(default):
+        raise ValueError
       return type(default)(float(v) if isinstance(d, float) else int(v)
                            if isinstance(d, int) else v
                            for d, v in zip(default, value.split(",")))
   except ValueError:
-    raise ValueError(f"{what}={value!r}: expected a value like "
-                     f"{default!r}.") from None
+    like = (",".join(map(str, default)) if isinstance(default, (tuple, list))
+            else repr(default))
+    raise ValueError(f"{what}={value!r}: expected a value like {like}.") from None
   return value
 
 
@@ -75,11 +80,21 @@ def apply_overrides(config: ml_collections.ConfigDict,
         raise ValueError(f"Unknown config field {key!r}.")
       node = node[parent]
     if name not in node:
-      raise ValueError(f"Unknown config field {key!r}; fields here: "
-                       f"{', '.join(sorted(node.keys()))}.")
+      close = difflib.get_close_matches(name, list(node.keys()), n=3,
+                                        cutoff=0.6)
+      hint = (f"did you mean {' or '.join('.'.join([*parents, c]) for c in close)}?"
+              if close else f"fields here: {', '.join(sorted(node.keys()))}.")
+      raise ValueError(f"Unknown config field {key!r}; {hint}")
     default = node[name]
-    node[name] = value if default is None else _typed(
-        f"--config.{key}", default, value)
+    if isinstance(default, ml_collections.ConfigDict):
+      raise ValueError(f"--config.{key} is a group of fields: set one of them, "
+                       f"--config.{key}.FIELD=VALUE (fields: "
+                       f"{', '.join(sorted(default.keys()))}).")
+    try:
+      node[name] = value if default is None else _typed(
+          f"--config.{key}", default, value)
+    except TypeError as e:  # ml_collections: a typed field refused the value
+      raise ValueError(f"--config.{key}={value!r}: {e}") from None
   return config
 
 

@@ -317,6 +317,10 @@ def load(config) -> Dataset:
   name = config.dataset
   crops = Crops.from_config(config)
   if name == "digits":
+    if crops is not None:
+      raise ValueError(f"image_size={crops.size} crops photos of folder and "
+                       f"TFDS datasets; digits are 8x8 arrays: drop "
+                       f"--config.image_size.")
     num_classes, train, test, labels = _digits()
   elif name.startswith("folder:"):
     num_classes, train, test, labels = _folder(

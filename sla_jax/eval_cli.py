@@ -36,7 +36,7 @@ _PLOTS = flags.DEFINE_bool("plots", True, "Write confusion-matrix PNGs "
                            "(needs matplotlib).")
 flags.mark_flag_as_required("workdir")
 
-_USAGE_FLAGS = ("workdir", "checkpoint", "split", "out", "plots")
+_USAGE_FLAGS = ("workdir", "checkpoint", "split", "out", "plots", "config")
 
 
 def _plot_confusion(counts, title: str, path: pathlib.Path) -> bool:

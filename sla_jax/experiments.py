@@ -153,6 +153,16 @@ def _wall_seconds(workdir: pathlib.Path) -> float | None:
   return json.loads(path.read_text())["s"] if path.exists() else None
 
 
+def _error_line(log: pathlib.Path) -> str:
+  """``": <the trainer's error line>"`` from its log (``""`` if it wrote none)."""
+  try:
+    lines = log.read_text(errors="replace").splitlines()
+  except OSError:
+    return ""
+  errors = [line for line in lines if line.startswith("sla-train: error: ")]
+  return f": {errors[-1][len('sla-train: error: '):]}" if errors else ""
+
+
 def check_trainer_config(grid) -> None:
   """ValueError unless the file of ``grid.config`` exists (relative: from the cwd)."""
   path = grid.config.split(":", 1)[0]
@@ -298,7 +308,8 @@ def run_grid(grid, out: pathlib.Path, log=print, parallel: int = 1) -> list[Run]
     raise Stopped(stopped_runs)
   if failed:
     raise RuntimeError(" ".join(
-        f"Run {r.run.name} failed (exit {r.proc.returncode}); see "
+        f"Run {r.run.name} failed (exit {r.proc.returncode}"
+        f"{_error_line(r.workdir / 'log.txt')}); see "
         f"{r.workdir / 'log.txt'}." for r in failed) +
                        " Finished runs are kept; rerun the command to resume.")
   return runs

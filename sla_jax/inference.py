@@ -47,9 +47,11 @@ def read_workdir(workdir) -> tuple[Any, Any, dict[str, Any]]:
   workdir = train.workdir_path(workdir)
   for name in ("config.json", "dataset.json"):
     if not (workdir / name).exists():
+      older = (" (rerun its command to add dataset.json to an older one)"
+               if name == "dataset.json" else "")
       raise FileNotFoundError(
-          f"{workdir} has no {name}: pass a workdir written by sla-train "
-          f"(rerun its command to add dataset.json to an older one).")
+          f"{workdir} has no {name}: pass a workdir written by sla-train"
+          f"{older}.")
   loaded = {}
   for name in ("config.json", "dataset.json"):
     try:
@@ -86,8 +88,11 @@ def restore_variables(workdir, checkpoint: str | int = "best", mesh=None,
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
       jax.eval_shape(init, jax.random.key(0)))
   folder = "best" if checkpoint == "best" else "checkpoints"
+  handler = ocp.StandardCheckpointHandler()
   manager = ocp.CheckpointManager(  # reads only: a missing folder stays missing
-      workdir / folder, options=ocp.CheckpointManagerOptions(create=False))
+      workdir / folder, options=ocp.CheckpointManagerOptions(create=False),
+      item_handlers=(handler if folder == "best" else
+                     {"state": handler, "progress": ocp.JsonCheckpointHandler()}))
   steps = manager.all_steps()
   if checkpoint in ("best", "latest"):
     step = max(steps) if steps else None
@@ -106,6 +111,7 @@ def restore_variables(workdir, checkpoint: str | int = "best", mesh=None,
         f"No checkpoint {checkpoint!r} in {workdir / folder} (saved steps: "
         f"{sorted(steps) or 'none'}).{hint}")
   try:
+    _check_fits(abstract, manager.item_metadata(step), folder == "best")
     if folder == "best":
       state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     else:
@@ -121,6 +127,26 @@ def restore_variables(workdir, checkpoint: str | int = "best", mesh=None,
   finally:
     manager.close()
   return train.variables_of(state), step, spec, info
+
+
+def _check_fits(abstract, metadata, whole: bool) -> None:
+  """ValueError unless the saved arrays have ``abstract``'s paths and shapes.
+
+  Checked on the metadata before restoring: a restore that fails partway
+  leaves Orbax's background reads to print tracebacks as the process exits.
+  """
+  saved = metadata if whole else metadata["state"]
+  name = lambda key: str(getattr(key, "key", getattr(key, "name",
+                                                     getattr(key, "idx", key))))
+  shapes = lambda tree: {"/".join(map(name, path)): tuple(leaf.shape)
+                         for path, leaf in
+                         jax.tree_util.tree_leaves_with_path(tree)}
+  want, have = shapes(abstract), shapes(saved)
+  for path in sorted(set(want) | set(have),  # the parameters first
+                     key=lambda path: ("params" not in path, path)):
+    if want.get(path) != have.get(path):
+      raise ValueError(f"{path} is {have.get(path, 'absent')} in the "
+                       f"checkpoint and {want.get(path, 'absent')} in the model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +199,7 @@ class Predictor:
     if name not in self._jitted:
       self._jitted[name] = jax.jit(self.predict_fn(name))
     images = jnp.asarray(images)
-    if images.dtype != jnp.uint8:  # floats would be read as [0, 255] pixel values
-      raise ValueError(f"images must be uint8 pixel values in [0, 255], as the "
-                       f"trainer reads them; got {images.dtype} (for images in "
-                       f"[0, 1]: np.round(x * 255).astype(np.uint8)).")
+    _check_images(images)
     if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
       raise ValueError(f"images must be [B, {', '.join(map(str, self.image_shape))}] "
                        f"(the training size); got {tuple(images.shape)}.")
@@ -221,12 +244,31 @@ def load_exported(path: str | os.PathLike) -> Callable[[Any], jax.Array]:
   """The predictor written by :meth:`Predictor.export`: ``uint8 images -> logits``."""
   from flax import serialization  # pylint: disable=g-import-not-at-top
   with open(path, "rb") as f:
-    payload = serialization.msgpack_restore(f.read())
-  if payload.get("format") != "sla_jax.inference/1":
+    data = f.read()
+  try:
+    payload = serialization.msgpack_restore(data)
+  except Exception:  # pylint: disable=broad-except  # msgpack: not its format
+    payload = None
+  if not isinstance(payload, dict) or payload.get(
+      "format") != "sla_jax.inference/1":
     raise ValueError(f"{path} is not a file written by Predictor.export.")
   exported = jax.export.deserialize(bytearray(payload["exported"]))
   variables = payload["variables"]
-  return lambda images: exported.call(variables, np.asarray(images, np.uint8))
+
+  def served(images):
+    images = np.asarray(images)
+    _check_images(images)
+    return exported.call(variables, images)
+
+  return served
+
+
+def _check_images(images) -> None:
+  """ValueError unless ``images`` are uint8 (what the predictors read)."""
+  if images.dtype != np.uint8:  # floats would be read as [0, 255] pixel values
+    raise ValueError(f"images must be uint8 pixel values in [0, 255], as the "
+                     f"trainer reads them; got {images.dtype} (for images in "
+                     f"[0, 1]: np.round(x * 255).astype(np.uint8)).")
 
 
 def evaluate_workdir(workdir, checkpoint="best", split="test",
@@ -261,6 +303,19 @@ def evaluate_workdir(workdir, checkpoint="best", split="test",
     raise spec_lib.ConfigError(
         f"dataset {dataset.name!r} has {dataset.num_classes} classes but the "
         f"model in {workdir} was trained on {info['num_classes']}.")
+  if not getattr(dataset, split).size:
+    raise spec_lib.ConfigError(
+        f"the {split} split of {dataset.name!r} is empty"
+        + (" (the run held out no validation images, val_size=0): evaluate "
+           "--split test, or hold out some with --config.val_size=N"
+           if split == "val" else "") + ".")
+  if tuple(dataset.image_shape) != tuple(info["image_shape"]):
+    raise spec_lib.ConfigError(
+        f"dataset {dataset.name!r} gives images of shape "
+        f"{tuple(dataset.image_shape)} but the model in {workdir} was trained "
+        f"on {tuple(info['image_shape'])}: evaluate it on images of that shape "
+        f"(for photos of any size: --config.image_size and "
+        f"--config.data_on_device=False).")
   train.check_against_data(config, spec, dataset, mesh.devices.size,
                            training=False)
   evaluate = evaluation.make_evaluator(spec.model, spec.objective, spec.dtype,

@@ -191,6 +191,7 @@ def view_averaged_logits(logits: jax.Array, num_transforms: int) -> jax.Array:
 
   The aggregation for heads that are not joint (DA, MT class head).
   """
+  _check_num_transforms(num_transforms)
   if logits.ndim != 2 or logits.shape[0] % num_transforms:
     raise ValueError(f"logits must be [B*M, K] with M = {num_transforms}; got "
                      f"shape {tuple(logits.shape)}.")
@@ -241,6 +242,13 @@ def self_distillation_loss(joint_logits: jax.Array,
         f"single_head_logits must be [B, N] for the B = {labels.shape[0]} "
         f"identity views; got shape {tuple(single_head_logits.shape)} (take "
         f"rows ::M of the single head's output on all views).")
+  _check_joint(joint_logits, num_transforms)
+  if joint_logits.shape[1] != single_head_logits.shape[1] * num_transforms:
+    raise ValueError(
+        f"joint_logits has {joint_logits.shape[1]} columns but the single head "
+        f"has N = {single_head_logits.shape[1]} classes x M = {num_transforms} "
+        f"transforms = {single_head_logits.shape[1] * num_transforms}: both "
+        f"heads must cover the same N classes.")
   joint = sla_loss(joint_logits, labels, num_transforms, large_loss,
                    reduce=False, row_loss=row_loss)
   single = _per_image_ce(single_head_logits, labels, 1, row_loss)

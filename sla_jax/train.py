@@ -234,7 +234,13 @@ def check_workdir(config, workdir: epath.Path,
   """
   path = workdir / "config.json"
   if path.exists() and (workdir / "checkpoints").exists():
-    saved = _with_added_fields(json.loads(path.read_text()))
+    try:
+      saved = _with_added_fields(json.loads(path.read_text()))
+    except (json.JSONDecodeError, AttributeError) as e:  # not a JSON object
+      raise ConfigError(
+          f"{path} is not the config sla-train wrote ({e}); delete it to "
+          f"resume the checkpoints beside it with this config, or use a new "
+          f"--workdir.") from None
     current = json.loads(config.to_json())
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k)

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from etils import epath
 from PIL import Image
 
 import subprocess_util as sp
@@ -56,6 +57,11 @@ _WRITERS = {"sla_jax.main": ("sla-train", "--workdir"),
      "Unexpected arguments: surplus"),
     ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.num_devices=64"],
      "num_devices=64"),  # found after the data loaded: still nothing written
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--config.image_size=16"],
+     "digits are 8x8 arrays: drop --config.image_size."),
+    ("sla_jax.main", ["--config", "configs/quickstart.py",
+                      "--config.model.name=cifar_resnet20"],
+     "Model 'cifar_resnet20' has depth=20 by its name; got depth=8."),
     ("sla_jax.experiments", ["--grid", "configs/no_such_grid.py"],
      "cannot read the config file: No such file or directory: 'configs/no_such_grid.py'"),
     ("sla_jax.experiments", ["--grid", "configs/grid_digits.py:seeds=3"],
@@ -222,3 +228,15 @@ def test_a_workdir_with_a_broken_config_json_names_the_file(tmp_path):
   (tmp_path / "dataset.json").write_text("{}")
   with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
     inference.read_workdir(tmp_path)
+
+
+def test_resuming_over_a_broken_config_json_is_one_error_and_keeps_the_file(tmp_path):
+  from sla_jax import train  # pylint: disable=g-import-not-at-top
+  (tmp_path / "checkpoints").mkdir()
+  for text in ("{bad", "[1]"):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(train.ConfigError,
+                       match=r"config.json is not the config sla-train wrote .*"
+                       r"delete it to resume"):
+      train.check_workdir(sp.make_config(), epath.Path(tmp_path))
+    assert (tmp_path / "config.json").read_text() == text

@@ -102,7 +102,9 @@ def test_bad_grid_entries_fail_clearly(tmp_path):
     experiments.expand(seeds)
   failing = toy_grid(runs=("sla/rotation",))
   failing.overrides.val_size = 100_000  # found by the trainer, not the grid
-  with pytest.raises(RuntimeError, match="sla_rotation_seed0 failed"):
+  # The trainer's own error line is in the message.
+  with pytest.raises(RuntimeError, match=r"sla_rotation_seed0 failed \(exit 2: "
+                     r"val_size=100000 must be in \[0, "):
     experiments.run_grid(failing, tmp_path, log=lambda _: None)
   assert "val_size" in (tmp_path / "runs" / "sla_rotation_seed0" /
                         "log.txt").read_text()

@@ -109,6 +109,37 @@ def test_predictor_matches_the_evaluator_and_exports(trained, tmp_path):
     model.predict(images[0])
   with pytest.raises(ValueError, match="images must be uint8 .* got float32"):
     model.predict(images.astype(np.float32) / 255)  # [0, 1] floats: refused
+  with pytest.raises(ValueError, match="images must be uint8 .* got float32"):
+    served(images.astype(np.float32) / 255)  # the exported one too
+  for name, content in (("config.json", b"{}"), ("empty.jax", b""),
+                        ("list.jax", b"\x91\x01")):  # JSON, nothing, a msgpack list
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match="is not a file written by Predictor.export"):
+      inference.load_exported(tmp_path / name)
+
+
+def test_eval_refuses_other_image_shapes_and_empty_splits(trained, tmp_path):
+  workdir, config, _ = trained
+  (tmp_path / "rgb").mkdir()
+  _write_folder(tmp_path / "rgb", size=8, channels=3)  # 10 classes, RGB
+  with pytest.raises(train.ConfigError, match=r"gives images of shape \(8, 8, 3\) "
+                     r"but the model .* was trained on \(8, 8, 1\)"):
+    inference.evaluate_workdir(workdir, "best", "test",
+                               {"dataset": f"folder:{tmp_path / 'rgb'}"})
+  with pytest.raises(train.ConfigError, match="the val split of 'digits' is empty "
+                     r"\(the run held out no validation images"):
+    inference.evaluate_workdir(workdir, "best", "val", {"val_size": "0"})
+
+
+def _write_folder(root, size: int, channels: int) -> None:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  mode = {1: "L", 3: "RGB"}[channels]
+  for split in ("train", "test"):
+    for c in range(10):
+      (root / split / str(c)).mkdir(parents=True)
+      for i in range(2):
+        Image.new(mode, (size, size), color=(c * 20) if channels == 1 else
+                  (c * 20, i * 50, 0)).save(root / split / str(c) / f"{i}.png")
 
 
 def test_a_trained_workdir_loads_into_an_nnx_module(trained):
@@ -143,6 +174,22 @@ def test_sla_eval_cli(trained, tmp_path):
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith(
       "sla-eval: error: Unknown config field 'no_such_field'")
+  for arg, line in (
+      ("--config.eval_batch_sise=3", "did you mean eval_batch_size"),
+      ("--config.model=3", "--config.model is a group of fields: set one of them"),
+      ("--config.crop_scale=0.5", "expected a value like 0.08,1.0"),
+      ("--config.transform=color_perm", "does not fit the model")):
+    bad = subprocess.run(
+        [sys.executable, "-m", "sla_jax.eval_cli", f"--workdir={workdir}", arg],
+        capture_output=True, text=True, timeout=sp.TIMEOUT_S, cwd=sp.REPO)
+    # One line: a misfit checkpoint is found before Orbax starts reading it.
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, (
+        arg, bad.stderr[-2000:])
+    assert line in bad.stderr, (arg, bad.stderr)
+  helped = subprocess.run(
+      [sys.executable, "-m", "sla_jax.eval_cli", "--help"], capture_output=True,
+      text=True, timeout=sp.TIMEOUT_S, cwd=sp.REPO)
+  assert "--config.FIELD=VALUE" in helped.stdout
   missing = subprocess.run(
       [sys.executable, "-m", "sla_jax.eval_cli", f"--workdir={tmp_path}"],
       capture_output=True, text=True, timeout=sp.TIMEOUT_S, cwd=sp.REPO)

@@ -264,6 +264,14 @@ def test_a_view_count_that_is_not_a_positive_integer_is_refused(m):
   joint = jnp.zeros((8, 40))
   for call in (lambda: losses.aggregated_logits(joint, m),
                lambda: losses.sla_loss(joint, jnp.zeros(2, jnp.int32), m),
-               lambda: losses.joint_labels(jnp.zeros(2, jnp.int32), m)):
+               lambda: losses.joint_labels(jnp.zeros(2, jnp.int32), m),
+               lambda: losses.view_averaged_logits(joint, m)):
     with pytest.raises(ValueError, match="num_transforms .M. must be an integer >= 1"):
       call()
+
+
+def test_self_distillation_heads_must_cover_the_same_classes():
+  with pytest.raises(ValueError, match=r"joint_logits has 40 columns but the "
+                     r"single head has N = 5 classes x M = 4"):
+    losses.self_distillation_loss(jnp.zeros((16, 40)), jnp.zeros((4, 5)),
+                                  jnp.zeros(4, jnp.int32), 4)
