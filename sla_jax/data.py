@@ -28,6 +28,7 @@ larger than host or device memory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import pathlib
@@ -100,6 +101,20 @@ def _digits():
           Split.from_arrays(images[test], labels[test]), labels[train])
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+  """absl's warnings off: ``is_prepared`` warns of a variant folder without
+  dataset_info.json, and a missing dataset gets this module's own one-line
+  error."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(max(level, logging.ERROR))
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
 def _tfds(name: str, data_dir: str | None, in_memory: bool,
           crops: Crops | None = None, test_split: str = "test"):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -120,7 +135,9 @@ def _tfds(name: str, data_dir: str | None, in_memory: bool,
     try:
       source = builder.as_data_source(split=split)
     except Exception as e:  # pylint: disable=broad-except
-      if not builder.is_prepared():
+      with _quiet_absl():
+        prepared = builder.is_prepared()
+      if not prepared:
         raise FileNotFoundError(
             f"Dataset {name!r} is not prepared in data_dir="
             f"{data_dir or builder.data_dir!r} and is never downloaded by "

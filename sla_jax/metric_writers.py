@@ -29,10 +29,10 @@ class MetricWriter:
       self._lines = [line + "\n" for line in self.path.read_text().splitlines()
                      if line.strip() and json.loads(line)["step"] <= resume_step]
       self.path.write_text("".join(self._lines))
-    self._tb = None
-    if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.fspath(workdir))
+    self._workdir = workdir
+    self._tensorboard = tensorboard
+    self._tb = None  # opened at the first write: a run with nothing left to
+    # do (a finished one rerun) adds no empty event file
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     row = {"step": int(step)}
@@ -45,6 +45,9 @@ class MetricWriter:
         f.write(line)
     else:
       self.path.write_text("".join(self._lines))
+    if self._tensorboard and self._tb is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.fspath(self._workdir))
     if self._tb is not None:
       for k, v in metrics.items():
         self._tb.add_scalar(k, float(v), int(step))

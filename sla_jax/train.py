@@ -744,6 +744,7 @@ def make_results(config, objective, best: dict[str, Any], final_step: int,
       "objective": objective.name,
       "transform": objective.group.name,
       "num_views": objective.num_views,
+      "feature_views": objective.feature_views,
       "selection_metric": f"val/{objective.selection_metric}",
       "best_step": best["step"],
       "final_step": final_step,
@@ -756,9 +757,13 @@ def make_results(config, objective, best: dict[str, Any], final_step: int,
 def print_results(results: dict[str, Any]) -> None:
   """The results table the CLI prints."""
   names = sorted(set(results["val"]) | set(results["test"]))
-  print(f"\n{results['objective']} / {results['transform']} "
-        f"(M={results['num_views']}): best {results['selection_metric']} at "
-        f"step {results['best_step']} of {results['final_step']}")
+  variants = results.get("feature_views", 1)
+  views = (f"M={results['num_views']}" if variants == 1 else
+           f"M={results['num_views'] // variants} x {variants} feature variants")
+  chosen = (f"best {results['selection_metric']} at step" if results["val"]
+            else "no validation split: the last evaluation, step")
+  print(f"\n{results['objective']} / {results['transform']} ({views}): "
+        f"{chosen} {results['best_step']} of {results['final_step']}")
   print(f"{'metric':<10}{'val':>10}{'test':>10}")
   for name in names:
     cells = [f"{results[s][name]:>10.4f}" if name in results[s] else f"{'-':>10}"

@@ -61,8 +61,12 @@ def test_end_to_end_outputs(tmp_path, objective):
   assert on_disk["device_kind"] == jax.devices()[0].device_kind
   assert list((tmp_path / "checkpoints").iterdir())
   assert [p.name for p in (tmp_path / "best").iterdir()] == [str(on_disk["best_step"])]
-  assert list(tmp_path.glob("events.out.tfevents.*"))
+  events = list(tmp_path.glob("events.out.tfevents.*"))
+  assert events
   assert json.loads((tmp_path / "config.json").read_text())["objective"] == objective
+  again = train.train_and_evaluate(tiny_config(objective), tmp_path)  # finished
+  assert again["test"] == results["test"]
+  assert list(tmp_path.glob("events.out.tfevents.*")) == events  # none added
 
 
 @pytest.mark.slow
@@ -167,12 +171,14 @@ def test_bad_config_stops_before_training(tmp_path, fields, message):
   assert not list(tmp_path.glob("checkpoints/*"))
 
 
-def test_unknown_tfds_dataset_offline(tmp_path):
+def test_unknown_tfds_dataset_offline(tmp_path, caplog):
   with pytest.raises((train.ConfigError, FileNotFoundError, ValueError),
                      match="cifar10.*not prepared.*tfds build cifar10"):
     train.train_and_evaluate(
         _with(tiny_config(), dataset="cifar10", data_dir=str(tmp_path / "tfds")),
         tmp_path / "run")
+  # Only the error line: TFDS's own warning about the folder is kept quiet.
+  assert not [r for r in caplog.records if "dataset_info.json" in r.getMessage()]
 
 
 @pytest.mark.slow
@@ -445,3 +451,19 @@ def test_a_run_saved_before_a_field_was_added_still_resumes(tmp_path):
   config.augment.autoaugment.policy = "svhn"
   with pytest.raises(train.ConfigError, match="different config.*augment"):
     train.check_workdir(config, epath.Path(tmp_path))
+
+
+def test_the_results_table_says_how_the_step_was_chosen(capsys):
+  results = {"objective": "sla_sd", "transform": "identity", "num_views": 5,
+             "feature_views": 5, "selection_metric": "val/acc_sd",
+             "best_step": 20, "final_step": 20, "val": {},
+             "test": {"acc_sd": 0.5}}
+  train.print_results(results)
+  header = capsys.readouterr().out.strip().splitlines()[0]
+  assert header == ("sla_sd / identity (M=1 x 5 feature variants): no "
+                    "validation split: the last evaluation, step 20 of 20")
+  train.print_results({**results, "transform": "rotation", "num_views": 4,
+                       "feature_views": 1, "val": {"acc_sd": 0.6},
+                       "best_step": 10})
+  assert capsys.readouterr().out.strip().splitlines()[0] == (
+      "sla_sd / rotation (M=4): best val/acc_sd at step 10 of 20")
