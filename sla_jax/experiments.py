@@ -41,10 +41,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import difflib
+import importlib.util
 import json
 import os
 import pathlib
 import platform
+import re
 import shlex
 import signal
 import subprocess
@@ -85,9 +88,24 @@ class Run:
     return f"{self.objective}/{self.transform}{variant}"
 
 
+def _fewshot_objectives() -> tuple[str, ...]:
+  from sla_jax import fewshot_train  # pylint: disable=g-import-not-at-top
+  return tuple(fewshot_train.OBJECTIVES)
+
+
+def _trainer_objectives() -> tuple[str, ...]:
+  from sla_jax import objectives  # pylint: disable=g-import-not-at-top
+  return objectives.names()
+
+
+# A grid's program -> the objective names its trainer takes.
+_PROGRAM_OBJECTIVES = {"sla_jax.main": _trainer_objectives,
+                       "sla_jax.fewshot_main": _fewshot_objectives}
+
+
 def expand(grid: ml_collections.ConfigDict) -> list[Run]:
-  """The grid's runs, seeds innermost so every group gets its first seed early."""
-  from sla_jax import objectives, transforms  # pylint: disable=g-import-not-at-top
+  """The grid's runs, seed by seed (every group gets its first seed early)."""
+  from sla_jax import transforms  # pylint: disable=g-import-not-at-top
   runs = []
   variants = grid.get("variants") or {}
   for seed in grid.seeds:
@@ -100,10 +118,10 @@ def expand(grid: ml_collections.ConfigDict) -> list[Run]:
       if len(parts) not in (2, 3) or not all(parts):
         raise ValueError(f"Grid run {spec!r} must be 'objective/transform' or "
                          f"'objective/transform/variant', e.g. 'sla/rotation'.")
-      if (grid.get("program", "sla_jax.main") == "sla_jax.main"
-          and parts[0] not in objectives.names()):
+      known = _PROGRAM_OBJECTIVES.get(grid.get("program", "sla_jax.main"))
+      if known is not None and parts[0] not in known():
         raise ValueError(f"Grid run {spec!r}: unknown objective {parts[0]!r}; "
-                         f"use one of {', '.join(objectives.names())}.")
+                         f"use one of {', '.join(known())}.")
       try:
         transforms.get(parts[1])
       except ValueError as e:
@@ -159,18 +177,48 @@ def _error_line(log: pathlib.Path) -> str:
     lines = log.read_text(errors="replace").splitlines()
   except OSError:
     return ""
-  errors = [line for line in lines if line.startswith("sla-train: error: ")]
-  return f": {errors[-1][len('sla-train: error: '):]}" if errors else ""
+  errors = [line.split(": error: ", 1)[1] for line in lines
+            if re.match(r"[\w-]+: error: ", line)]  # sla-train, sla-fewshot
+  return f": {errors[-1]}" if errors else ""
 
 
 def check_trainer_config(grid) -> None:
-  """ValueError unless the file of ``grid.config`` exists (relative: from the cwd)."""
+  """ValueError unless the file of ``grid.config`` exists (relative: from the
+  cwd) and, for this package's trainers, loads and has every field the grid's
+  runs set."""
   path = grid.config.split(":", 1)[0]
   if not os.path.isfile(path):
     where = "" if os.path.isabs(path) else f" in {os.getcwd()}"
     raise ValueError(f"The grid's trainer config {path!r} does not exist{where}; "
                      f"run from the directory its path is relative to (the "
                      f"repository root for configs/grid_*.py).")
+  if grid.get("program", "sla_jax.main") not in _PROGRAM_OBJECTIVES:
+    return  # another trainer (tests' stand-ins): its config is its own
+  _, has_arg, arg = grid.config.partition(".py:")
+  try:
+    module_spec = importlib.util.spec_from_file_location("_grid_trainer", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None) if has_arg else module.get_config()
+  except Exception as e:  # pylint: disable=broad-except  # the file's own error
+    raise ValueError(f"The grid's trainer config {grid.config!r} does not "
+                     f"load: {e}") from None
+  for variant in ("", *(grid.get("variants") or {})):
+    keys = ["objective", "transform", "seed",
+            *_overrides(grid, Run("", "", 0, variant))]
+    for key in keys:
+      node, parts = config, key.split(".")
+      for i, part in enumerate(parts):
+        if not hasattr(node, "keys") or part not in node:
+          names = list(node.keys()) if hasattr(node, "keys") else []
+          close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
+          hint = (f"; did you mean {' or '.join('.'.join([*parts[:i], c]) for c in close)}?"
+                  if close else "")
+          where = f"variant {variant!r}" if variant else "overrides"
+          raise ValueError(f"The grid's {where} set {key!r}, which "
+                           f"{grid.config!r} has no field for"
+                           + (hint or "."))
+        node = node[part]
 
 
 class Stopped(Exception):
@@ -601,6 +649,16 @@ def _device_kind() -> str:
   return jax.devices()[0].device_kind
 
 
+def _selection(results: dict) -> str:
+  """The test metric a run is read by: its selection metric, or, for a run
+  without validation (``selection_metric`` null), its first accuracy."""
+  if results.get("selection_metric"):
+    return results["selection_metric"].split("/", 1)[1]
+  names = sorted(n for n in results["test"] if not n.endswith("_ci95"))
+  return next((n for n in names if n.split("/")[-1].startswith("acc")),
+              names[0] if names else "acc")
+
+
 def _plot(grid, records, summary, out: pathlib.Path) -> list[str]:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -610,7 +668,7 @@ def _plot(grid, records, summary, out: pathlib.Path) -> list[str]:
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for color, group in zip(plt.cm.tab10.colors, groups):
     group_records = [r for r in records if r["run"].group == group]
-    selection = group_records[0]["results"]["selection_metric"].split("/", 1)[1]
+    selection = _selection(group_records[0]["results"])
     for metric, style in ((selection, "-"), ("acc_ag", "--")):
       rows = [row for r in group_records for row in r["curve"]
               if f"test/{metric}" in row]
@@ -705,9 +763,10 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
             "(selection) | wall time |", "|---|---|---|---:|---:|"]
   for r in records:
     res = r["results"]
-    metric = res["selection_metric"].split("/", 1)[1]
+    metric = _selection(res)
+    chosen = res.get("selection_metric") or "none (the last step)"
     lines.append(f"| {r['run'].name} | {res['best_step']} / "
-                 f"{res['final_step']} | {res['selection_metric']} | "
+                 f"{res['final_step']} | {chosen} | "
                  f"{res['test'].get(metric, float('nan')) * 100:.2f} | "
                  f"{r['wall_s']:.0f} s |")
   analysis = out / "analysis.md"

@@ -55,9 +55,11 @@ GRID_ARGS = [(path, None) for path in GRIDS] + [
 
 @pytest.mark.parametrize("path,arg", GRID_ARGS,
                          ids=lambda a: a.name if hasattr(a, "name") else a)
-def test_grid_runs_are_valid_trainer_configs(path, arg):
+def test_grid_runs_are_valid_trainer_configs(path, arg, monkeypatch):
   from sla_jax import experiments  # pylint: disable=g-import-not-at-top
   grid = _load(path).get_config(arg)
+  monkeypatch.chdir(REPO)
+  experiments.check_trainer_config(grid)  # what run_grid checks first
   experiments.comparisons(grid)  # each names the grid's runs and metrics
   paired = experiments.paired_folder(grid)  # a committed grid's results folder
   assert paired is None or (REPO / paired / "code_commit").exists(), paired

@@ -112,6 +112,33 @@ def test_bad_grid_entries_fail_clearly(tmp_path):
     experiments.write_results(failing, "g", tmp_path)
 
 
+def test_fields_and_objectives_the_trainer_lacks_fail_before_any_run(tmp_path):
+  grid = toy_grid(runs=("baseline/rotation", "sla/rotation/bad"))
+  grid.variants = {"bad": {"model": {"dept": 3}}}
+  with pytest.raises(ValueError, match=r"variant 'bad' set 'model.dept', which "
+                     r".*quickstart.py:steps=20' has no field for; did you mean "
+                     r"model.depth\?"):
+    experiments.run_grid(grid, tmp_path / "out", log=lambda _: None)
+  grid = toy_grid()
+  grid.overrides.no_such_field = 1
+  with pytest.raises(ValueError, match="The grid's overrides set 'no_such_field'"):
+    experiments.run_grid(grid, tmp_path / "out", log=lambda _: None)
+  assert not (tmp_path / "out").exists()  # nothing started
+  fewshot = toy_grid(runs=("protonet/rotation", "sla_sd/rotation"))
+  fewshot.program = "sla_jax.fewshot_main"
+  with pytest.raises(ValueError, match="unknown objective 'sla_sd'; use one of "
+                     "protonet, sla"):
+    experiments.expand(fewshot)
+
+
+def test_a_run_without_validation_is_read_at_its_first_accuracy():
+  selection = experiments._selection  # pylint: disable=protected-access
+  assert selection({"selection_metric": "val/acc_sd", "test": {}}) == "acc_sd"
+  assert selection({"selection_metric": None, "test": {
+      "5way1shot/acc_si_ci95": 0.1, "5way1shot/acc_si": 0.3,
+      "loss": 2.0}}) == "5way1shot/acc_si"
+
+
 def test_a_missing_trainer_config_fails_before_any_run(tmp_path, monkeypatch):
   grid = toy_grid()
   grid.config = "configs/quickstart.py:steps=20"  # relative to the repo root
@@ -125,3 +152,11 @@ def test_a_missing_trainer_config_fails_before_any_run(tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)
   grid.config = "configs/quickstart.py:steps=20"
   experiments.check_trainer_config(grid)  # found from the repository root
+
+
+def test_the_error_line_of_any_trainer_is_found(tmp_path):
+  log = tmp_path / "log.txt"
+  log.write_text("I1207 starting\nsla-fewshot: error: Unknown objective 'x'.\n")
+  assert experiments._error_line(log) == ": Unknown objective 'x'."  # pylint: disable=protected-access
+  log.write_text("Traceback ...\n")
+  assert experiments._error_line(log) == ""  # pylint: disable=protected-access
