@@ -232,6 +232,13 @@ def _check_batch(images: jax.Array, op: str) -> None:
         f"{tuple(images.shape)}. Add a batch axis (x[None]) for one image.")
 
 
+def _check_unit_images(images: jax.Array, op: str) -> None:
+  """The policies compute on [0, 1] floats: integer pixels would be clipped."""
+  if not jnp.issubdtype(images.dtype, jnp.floating):
+    raise ValueError(f"{op} takes float images in [0, 1]; got {images.dtype} "
+                     f"(for uint8 pixels: x.astype(jnp.float32) / 255).")
+
+
 def _check_labels(labels: jax.Array, images: jax.Array, op: str) -> jax.Array:
   labels = jnp.asarray(labels)
   if labels.shape != images.shape[:1]:
@@ -551,6 +558,7 @@ def rand_augment(key: jax.Array, images: jax.Array, num_ops: int = 2,
   keep their shape and dtype (ops compute in float32) and stay in [0, 1].
   """
   _check_batch(images, "rand_augment")
+  _check_unit_images(images, "rand_augment")
   _check_magnitude(magnitude)
   if int(num_ops) != num_ops or num_ops < 0:
     raise ValueError(f"rand_augment: num_ops must be an integer >= 0; got "
@@ -721,6 +729,7 @@ def auto_augment(key: jax.Array, images: jax.Array, policy: str = "cifar10",
   stay in [0, 1].
   """
   _check_batch(images, "auto_augment")
+  _check_unit_images(images, "auto_augment")
   ops, probs, levels = _policy_arrays(policy)
   batch, steps = images.shape[0], ops.shape[1]
   key_sub, key_apply, key_sign = jax.random.split(key, 3)

@@ -262,6 +262,10 @@ def load_class_split(path: str | os.PathLike,
   """
   with open(path) as f:
     raw = json.load(f)
+  if not isinstance(raw, dict):
+    raise ValueError(f"{path} must be a JSON object of split name -> class "
+                     f"list, e.g. {{\"train\": [...], \"val\": [...], "
+                     f"\"test\": [...]}}; got a {type(raw).__name__}.")
   lists = {k: v for k, v in raw.items() if isinstance(v, list)}
   index = None
   if any(isinstance(c, str) for v in lists.values() for c in v):
@@ -276,6 +280,9 @@ def load_class_split(path: str | os.PathLike,
     index = {name: i for i, name in enumerate(names)}
   split = {}
   for name, members in lists.items():
+    if any(isinstance(c, float) and not c.is_integer() for c in members):
+      raise ValueError(f"Split {name!r} of {path} has a class id that is not "
+                       f"a whole number.")
     try:
       ids = [index[c] if isinstance(c, str) else int(c) for c in members]
     except (KeyError, TypeError):

@@ -219,13 +219,25 @@ def load_data(config) -> FewShotData:
   The split file is ``config.class_split``, by default
   ``<root>/fewshot_split.json`` (:func:`sla_jax.fewshot.load_class_split`).
   """
+  root = (os.path.expanduser(config.dataset[len("folder:"):])
+          if config.dataset.startswith("folder:") else None)
+  if root is not None and not os.path.isdir(root):
+    raise FileNotFoundError(f"dataset folder {root} does not exist; pass "
+                            f"--config.dataset=folder:ROOT with "
+                            f"ROOT/{{train,test}}/<class>/ images.")
   split_file = config.class_split or _default_split_file(config.dataset)
   if not os.path.exists(split_file):
     raise FileNotFoundError(f"Class split {split_file} does not exist; set "
                             f"--config.class_split=FILE.json (keys "
                             f"train/val/test).")
+  # Class names map to labels through classes.txt beside the split file, or
+  # else the data folder's own.
+  classes_file = next((f for f in (
+      os.path.join(os.path.dirname(split_file), "classes.txt"),
+      root and os.path.join(root, "classes.txt")) if f and os.path.exists(f)),
+                      None)
   try:
-    classes = fewshot.load_class_split(split_file)
+    classes = fewshot.load_class_split(split_file, classes_file)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   dataset = data_lib.load(ml_collections.ConfigDict({

@@ -575,6 +575,9 @@ def test_rand_augment_rejects_bad_arguments():
     augment.rand_augment(jax.random.key(0), x[0], 2, 9.0)
   with pytest.raises(ValueError, match="num_ops"):
     augment.rand_augment(jax.random.key(0), x, -1, 9.0)
+  for op in (augment.rand_augment, augment.auto_augment):  # uint8 was clipped to 0/1
+    with pytest.raises(ValueError, match=r"takes float images in \[0, 1\]; got uint8"):
+      op(jax.random.key(0), jnp.zeros((2, 8, 8, 3), jnp.uint8))
 
 
 # ---------------------------------------------------------------------------

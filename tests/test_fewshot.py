@@ -235,6 +235,12 @@ def test_load_class_split_of_integers_and_names(tmp_path):
     fewshot.load_class_split(tmp_path / "names.json")
   (tmp_path / "classes.txt").write_text("a\tA\nb\tB\nc\tC\n")
   assert fewshot.load_class_split(tmp_path / "names.json") == {"train": (1, 2)}
+  (tmp_path / "list.json").write_text("[1, 2]")
+  with pytest.raises(ValueError, match="must be a JSON object .* got a list"):
+    fewshot.load_class_split(tmp_path / "list.json")
+  (tmp_path / "half.json").write_text(json.dumps({"train": [0.5, 1]}))
+  with pytest.raises(ValueError, match="not a whole number"):
+    fewshot.load_class_split(tmp_path / "half.json")
 
 
 def test_load_the_tinyimagenet_fewshot_split(tmp_path):

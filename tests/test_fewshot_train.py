@@ -141,6 +141,24 @@ def test_missing_split_file_is_a_clear_error(folder, tmp_path):
   config = tiny_config(folder, class_split=str(tmp_path / "none.json"))
   with pytest.raises(FileNotFoundError, match="none.json does not exist"):
     fewshot_train.meta_train_and_evaluate(config, tmp_path / "run")
+  config = tiny_config(folder, dataset=f"folder:{tmp_path / 'no_data'}")
+  with pytest.raises(FileNotFoundError, match="dataset folder .*no_data does not exist"):
+    fewshot_train.meta_train_and_evaluate(config, tmp_path / "run")
+  (tmp_path / "list.json").write_text("[1, 2, 3]")
+  config = tiny_config(folder, class_split=str(tmp_path / "list.json"))
+  with pytest.raises(fewshot_train.ConfigError, match="must be a JSON object"):
+    fewshot_train.meta_train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_split_file_of_class_names_elsewhere_maps_by_the_data_folder(folder, tmp_path):
+  """A copy of the split (names, no classes.txt beside it) reads the data
+  folder's classes.txt: the same classes as the file in the folder."""
+  (tmp_path / "split.json").write_text((folder / "fewshot_split.json").read_text())
+  moved = fewshot_train.load_data(tiny_config(
+      folder, class_split=str(tmp_path / "split.json")))
+  here = fewshot_train.load_data(tiny_config(folder))
+  assert moved.classes == here.classes
 
 
 @pytest.mark.slow
