@@ -385,8 +385,21 @@ def collect(grid, out: pathlib.Path) -> list[dict]:
 
 
 def metric_names(grid) -> tuple[str, ...]:
-  """The test metrics a grid tabulates: ``grid.metrics``, or every objective's."""
-  return tuple(grid.get("metrics") or objectives.metric_names())
+  """The test metrics a grid tabulates: ``grid.metrics``, or every objective's
+  (ValueError for a name sla-train never reports, in its grids)."""
+  names = tuple(grid.get("metrics") or objectives.metric_names())
+  if grid.get("program", "sla_jax.main") == "sla_jax.main":
+    known = {*objectives.metric_names(), "loss"}
+    known |= {f"{m}_{g}" for m in objectives.metric_names()
+              for g in long_tail.GROUPS}  # long-tailed runs' class groups
+    for name in names:
+      if name not in known:
+        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else "."
+        raise ValueError(f"Grid metric {name!r} is not one sla-train reports "
+                         f"({', '.join(objectives.metric_names())}, loss, "
+                         f"<metric>_many/_medium/_few){hint}")
+  return names
 
 
 def comparisons(grid) -> list[tuple[tuple[str, str], tuple[str, str]]]:

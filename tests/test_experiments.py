@@ -124,6 +124,13 @@ def test_fields_and_objectives_the_trainer_lacks_fail_before_any_run(tmp_path):
   with pytest.raises(ValueError, match="The grid's overrides set 'no_such_field'"):
     experiments.run_grid(grid, tmp_path / "out", log=lambda _: None)
   assert not (tmp_path / "out").exists()  # nothing started
+  grid = toy_grid()
+  grid.metrics = ("acc", "acc_nosuch")  # was a column of dashes, or max() of nothing
+  with pytest.raises(ValueError, match="Grid metric 'acc_nosuch' is not one "
+                     "sla-train reports .*; did you mean acc_si or acc_sd"):
+    experiments.run_grid(grid, tmp_path / "out", log=lambda _: None)
+  grid.metrics = ("acc_si_few", "loss")  # long-tailed groups and the loss: fine
+  assert experiments.metric_names(grid) == ("acc_si_few", "loss")
   fewshot = toy_grid(runs=("protonet/rotation", "sla_sd/rotation"))
   fewshot.program = "sla_jax.fewshot_main"
   with pytest.raises(ValueError, match="unknown objective 'sla_sd'; use one of "
