@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import resource
 import sys
@@ -407,14 +408,18 @@ def format_table(rows: list[dict]) -> str:
            f"({head['backend']})",
            f"{'measurement':<22}{'compile s':>10}{'first s':>9}{'median s':>10}"
            f"{'p10-p90 s':>16}{'images/s':>11}{'views/s':>10}{'GFLOP/s':>9}"]
+  def cell(value, width: int, digits: int, scale: float = 1.0) -> str:
+    """``value`` right-aligned, or a dash where it does not apply."""
+    return (f"{value / scale:>{width}.{digits}f}" if value is not None
+            and math.isfinite(value) else f"{'-':>{width}}")
+
   for r in rows:
-    gflops = r.get("flops_per_s")
     lines.append(
-        f"{r['what']:<22}{r.get('compile_s', float('nan')):>10.2f}"
+        f"{r['what']:<22}{cell(r.get('compile_s'), 10, 2)}"
         f"{r['first_call_s']:>9.3f}{r['median_s']:>10.4f}"
         f"{r['p10_s']:>8.4f}-{r['p90_s']:<7.4f}{r['images_per_s']:>11.1f}"
-        f"{r.get('views_per_s') or float('nan'):>10.1f}"
-        f"{(gflops or float('nan')) / 1e9:>9.1f}")
+        f"{cell(r.get('views_per_s'), 10, 1)}"
+        f"{cell(r.get('flops_per_s'), 9, 1, 1e9)}")
   extra = rows[0].get("fraction_of_bf16_peak")
   if extra:
     lines.append(f"train step at {100 * extra:.1f} % of the devices' bf16 peak")
@@ -443,8 +448,11 @@ def main(argv):
   del argv  # cli.run refuses surplus arguments
   logging.set_verbosity(logging.WARNING)
   if _REQUIRE_QUIET.value and machine_load()["busy"]:
-    print(f"sla-bench: error: the machine is busy ({machine_load()}); stop "
-          f"other work or drop --require_quiet.", file=sys.stderr)
+    load = machine_load()
+    print(f"sla-bench: error: the machine is busy (1-minute load "
+          f"{load['load_1m']:.2f} on {load['cpu_count']} CPUs, above "
+          f"{max(0.5, load['cpu_count'] / 4):g}); stop other work or drop "
+          f"--require_quiet.", file=sys.stderr)
     sys.exit(2)
   try:
     rows = run_benchmark(_CONFIG.value, _STEPS.value, _WARMUP.value,

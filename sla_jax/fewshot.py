@@ -69,6 +69,9 @@ def _check_episode(support_features: jax.Array, support_labels: jax.Array,
 
 
 def _one_hot(labels: jax.Array, num_ways: int) -> jax.Array:
+  if isinstance(num_ways, bool) or not isinstance(num_ways, (int, np.integer)) \
+      or num_ways < 1:
+    raise ValueError(f"num_ways (W) must be an integer >= 1; got {num_ways!r}.")
   losses.check_labels(labels, num_ways, "support_labels")
   return jax.nn.one_hot(jnp.asarray(labels), num_ways, dtype=jnp.float32)
 

@@ -35,6 +35,7 @@ def test_run_benchmark_fields():
   load = step["machine_load_before"]
   assert set(load) == {"load_1m", "load_5m", "load_15m", "cpu_count", "busy"}
   assert "load before the run" in bench.format_table(rows)
+  assert "nan" not in bench.format_table(rows)  # a dash where a cell does not apply
 
 
 @pytest.mark.parametrize("fresh_mib,at_least", [(64, 16), (0, 0)])

@@ -116,6 +116,13 @@ def test_heads_classify_separated_clusters(head):
   np.testing.assert_array_equal(pred, query_labels)
 
 
+def test_a_way_count_below_one_is_refused_by_name():
+  f, y = jnp.zeros((4, 3)), jnp.zeros(4, jnp.int32)
+  for ways in (0, -1, 2.0):
+    with pytest.raises(ValueError, match="num_ways .W. must be an integer >= 1"):
+      fewshot.protonet_logits(f, y, f, ways)
+
+
 def test_heads_reject_bad_shapes_and_labels():
   support, labels, query = _episode_features(7)
   with pytest.raises(ValueError, match="support_labels must be"):

@@ -20,6 +20,9 @@ from flax import nnx
 from flax.nnx import bridge
 
 
+__all__ = ["to_nnx"]
+
+
 def to_nnx(model: nn.Module, example_inputs: jax.Array, *,
            variables: Any = None, rngs: nnx.Rngs | None = None) -> bridge.ToNNX:
   """``model`` as an initialised NNX module; ``variables`` (Linen's) replace the fresh init.
