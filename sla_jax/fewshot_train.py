@@ -617,7 +617,9 @@ def meta_train_and_evaluate(config: ml_collections.ConfigDict,
     test = loop.evaluator.evaluate(
         train.variables_of(state), "test", fs.test_ways, tuple(fs.test_shots),
         fs.test_queries, fs.test_episodes, fs.test_seed)
-    loop.writer.write(step, {f"test/{k}": v for k, v in test.items()})
+    if start_step < step or not (workdir / "results.json").exists():
+      # (a finished run rerun logged this meta-test already)
+      loop.writer.write(step, {f"test/{k}": v for k, v in test.items()})
   finally:  # also on interruption: finish in-flight saves, flush the logs
     loop.bar.close()
     latest.close()

@@ -98,6 +98,11 @@ def test_protonet_run_writes_outputs(folder, tmp_path):
   assert [p.name for p in (tmp_path / "best").iterdir()] == [
       str(results["best_step"])]
   assert json.loads((tmp_path / "config.json").read_text())["head"] == "protonet"
+  events = sorted(tmp_path.glob("events.out.tfevents.*"))
+  again = fewshot_train.meta_train_and_evaluate(tiny_config(folder), tmp_path)
+  assert again == results  # a finished run rerun: the same meta-test ...
+  assert sp.metric_rows(tmp_path) == rows  # ... not logged twice
+  assert sorted(tmp_path.glob("events.out.tfevents.*")) == events
 
 
 def test_train_batches_are_a_pure_function_of_seed_and_step(folder):
