@@ -53,6 +53,7 @@ import orbax.checkpoint as ocp
 from sla_jax import checkpointing, fewshot, metric_writers, models
 from sla_jax import optim, preemption, preprocess, train, transforms
 from sla_jax import data as data_lib
+from sla_jax import spec as spec_lib
 
 __all__ = ["ConfigError", "Objective", "OBJECTIVES", "HEADS", "OPTIMIZERS",
            "MetaSpec", "resolve", "FewShotData", "load_data", "train_batch",
@@ -169,6 +170,9 @@ def resolve(config) -> MetaSpec:
   try:
     group = transforms.get(config.transform)
     kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+    if kwargs.get("dtype", "float32") not in spec_lib.DTYPES:
+      raise ValueError(f"model.dtype must be one of {', '.join(spec_lib.DTYPES)}; "
+                       f"got {kwargs['dtype']!r}.")
     model = models.get(config.model.name, heads={}, **kwargs)
     dtype = jnp.dtype(config.model.get("dtype", "float32"))
   except (ValueError, TypeError) as e:

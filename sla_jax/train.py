@@ -238,18 +238,30 @@ def check_workdir(config, workdir: epath.Path,
       saved = _with_added_fields(json.loads(path.read_text()))
     except (json.JSONDecodeError, AttributeError) as e:  # not a JSON object
       raise ConfigError(
-          f"{path} is not the config sla-train wrote ({e}); delete it to "
+          f"{path} is not a config the trainer wrote ({e}); delete it to "
           f"resume the checkpoints beside it with this config, or use a new "
           f"--workdir.") from None
-    current = json.loads(config.to_json())
+    saved, current = _dotted(saved), _dotted(json.loads(config.to_json()))
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k)
-                     and k not in resumable)
+                     and k.split(".")[0] not in resumable)
     if changed:
       raise ConfigError(
           f"{workdir} holds a run with a different config (fields: "
           f"{', '.join(changed)}); resume it with the same config or use a "
           f"new --workdir.")
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """``{"model": {"depth": 8}}`` -> ``{"model.depth": 8}``: a changed field by its
+  own name."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(_dotted(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
 
 
 def save_config(config, workdir: epath.Path) -> None:

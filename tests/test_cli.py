@@ -236,7 +236,7 @@ def test_resuming_over_a_broken_config_json_is_one_error_and_keeps_the_file(tmp_
   for text in ("{bad", "[1]"):
     (tmp_path / "config.json").write_text(text)
     with pytest.raises(train.ConfigError,
-                       match=r"config.json is not the config sla-train wrote .*"
+                       match=r"config.json is not a config the trainer wrote .*"
                        r"delete it to resume"):
       train.check_workdir(sp.make_config(), epath.Path(tmp_path))
     assert (tmp_path / "config.json").read_text() == text

@@ -127,6 +127,7 @@ def test_train_batches_are_a_pure_function_of_seed_and_step(folder):
     ({"head": "lstm"}, "Unknown head 'lstm'; valid heads are: protonet, ridge"),
     ({"optimizer": "lion"}, "Unknown optimizer 'lion'"),
     ({"transform": "jigsaw"}, "Unknown transform 'jigsaw'"),
+    ({"model.dtype": "foo"}, "model.dtype must be one of float32, bfloat16"),
     ({"fewshot.ways": 7},
      "7-way train episodes need 7 classes; the meta-train split has 6"),
     ({"fewshot.test_ways": 4}, "4-way test episodes need 4 classes"),
