@@ -19,6 +19,10 @@
 # downloaded on the workers. Rerun the same command to resume after preemption.
 set -euo pipefail
 : "${TPU:?set TPU to the TPU VM name}" "${ZONE:?set ZONE to its zone}"
+if [ $# -eq 0 ]; then
+  echo "tpu_pod.sh: error: pass the trainer's arguments, e.g. --config configs/cifar.py:objective=sla --workdir gs://BUCKET/run" >&2
+  exit 2
+fi
 DEST=${DEST:-sla_jax}        # directory on each worker
 JAX_VERSION=${JAX_VERSION:-0.10.2}
 GCLOUD=${GCLOUD:-gcloud}

@@ -40,6 +40,10 @@ def test_tpu_pod_dry_run_for_imagenet(tmp_path):
   assert "SLA_DISTRIBUTED=1 .venv/bin/python -m sla_jax.main" in remote
   command = remote[remote.index("-m sla_jax.main") + len("-m sla_jax.main"):]
   assert shlex.split(command) == args  # every argument arrives intact
+  bare = subprocess.run(["bash", str(REPO / "launch" / "tpu_pod.sh")], env=env,
+                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+  assert bare.returncode == 2 and "pass the trainer's arguments" in bare.stderr
+  assert len(list(calls_dir.iterdir())) == 3  # no gcloud call without them
 
 
 @pytest.mark.slow
