@@ -58,7 +58,12 @@ def long_tailed_counts(n_max: int, num_classes: int, ratio: float) -> np.ndarray
     raise ValueError(f"imbalance ratio must be >= 1 (n_max / n_min); got "
                      f"{ratio}.")
   exponent = np.arange(num_classes) / max(num_classes - 1, 1)
-  return np.floor(n_max * ratio ** -exponent + 1e-9).astype(np.int64)
+  counts = np.floor(n_max * ratio ** -exponent + 1e-9).astype(np.int64)
+  if counts.min() < 1:
+    raise ValueError(f"imbalance ratio {ratio} leaves the rarest class of "
+                     f"n_max={n_max} images with {counts.min()}: use a ratio "
+                     f"<= {n_max} (n_max / n_min with n_min >= 1).")
+  return counts
 
 
 def long_tailed_indices(labels: np.ndarray, num_classes: int,
@@ -72,6 +77,9 @@ def long_tailed_indices(labels: np.ndarray, num_classes: int,
   """
   labels = np.asarray(labels)
   available = np.bincount(labels, minlength=num_classes)
+  if available.min() < 1:
+    raise ValueError(f"class {int(available.argmin())} has no images to keep "
+                     f"a long-tailed share of.")
   counts = long_tailed_counts(int(available.min()), num_classes, ratio)
   keep = np.concatenate([np.flatnonzero(labels == c)[:counts[c]]
                          for c in range(num_classes)])
@@ -115,6 +123,10 @@ def effective_number_weights(class_counts: Sequence[int],
                              beta: float = 0.9999) -> np.ndarray:
   """``[N]`` class-balanced weights ``(1 - beta) / (1 - beta^n_c)``, summing to ``N``."""
   counts = np.asarray(class_counts, np.float64)
+  if not 0 <= beta < 1 or counts.min() < 1:
+    raise ValueError(f"effective-number weights need 0 <= beta < 1 and >= 1 "
+                     f"image per class; got beta={beta}, counts "
+                     f"{counts.astype(int).tolist()}.")
   w = (1.0 - beta) / (1.0 - np.power(beta, counts))
   return (w / w.sum() * len(counts)).astype(np.float32)
 

@@ -214,3 +214,13 @@ def test_experiments_summarise_class_groups():
       (0.8, np.std([0.7, 0.9], ddof=1)))
   table = "\n".join(experiments._group_table(summary))  # pylint: disable=protected-access
   assert "| sla/rotation | acc_si | 80.00 ± 14.14 | 60.00 ± 14.14 | – |" in table
+
+
+def test_degenerate_profiles_and_weights_are_refused():
+  with pytest.raises(ValueError, match="leaves the rarest class of n_max=10 images with 0"):
+    long_tail.long_tailed_counts(10, 5, 1000)
+  with pytest.raises(ValueError, match="class 1 has no images"):
+    long_tail.long_tailed_indices(np.array([0, 0, 2, 2]), 3, 2.0)
+  for beta, counts in ((1.0, [5, 3]), (0.99, [5, 0])):  # were NaNs
+    with pytest.raises(ValueError, match="0 <= beta < 1 and >= 1 image per class"):
+      long_tail.effective_number_weights(counts, beta)
