@@ -93,13 +93,8 @@ def _fewshot_objectives() -> tuple[str, ...]:
   return tuple(fewshot_train.OBJECTIVES)
 
 
-def _trainer_objectives() -> tuple[str, ...]:
-  from sla_jax import objectives  # pylint: disable=g-import-not-at-top
-  return objectives.names()
-
-
 # A grid's program -> the objective names its trainer takes.
-_PROGRAM_OBJECTIVES = {"sla_jax.main": _trainer_objectives,
+_PROGRAM_OBJECTIVES = {"sla_jax.main": objectives.names,
                        "sla_jax.fewshot_main": _fewshot_objectives}
 
 
@@ -194,31 +189,43 @@ def check_trainer_config(grid) -> None:
                      f"repository root for configs/grid_*.py).")
   if grid.get("program", "sla_jax.main") not in _PROGRAM_OBJECTIVES:
     return  # another trainer (tests' stand-ins): its config is its own
-  _, has_arg, arg = grid.config.partition(".py:")
+  config = _trainer_config(grid)
+  for variant in ("", *(grid.get("variants") or {})):
+    for key in ("objective", "transform", "seed",
+                *_overrides(grid, Run("", "", 0, variant))):
+      missing = _missing_field(config, key)
+      if missing is not None:
+        where = f"variant {variant!r}" if variant else "overrides"
+        raise ValueError(f"The grid's {where} set {key!r}, which "
+                         f"{grid.config!r} has no field for{missing}")
+
+
+def _trainer_config(grid) -> ml_collections.ConfigDict:
+  """``grid.config`` (``FILE.py[:ARGS]``) loaded as the trainer loads it."""
+  path, has_arg, arg = grid.config.partition(".py:")
   try:
-    module_spec = importlib.util.spec_from_file_location("_grid_trainer", path)
+    module_spec = importlib.util.spec_from_file_location(
+        "_grid_trainer", path + ".py" if has_arg else path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None) if has_arg else module.get_config()
+    return module.get_config(arg or None) if has_arg else module.get_config()
   except Exception as e:  # pylint: disable=broad-except  # the file's own error
     raise ValueError(f"The grid's trainer config {grid.config!r} does not "
                      f"load: {e}") from None
-  for variant in ("", *(grid.get("variants") or {})):
-    keys = ["objective", "transform", "seed",
-            *_overrides(grid, Run("", "", 0, variant))]
-    for key in keys:
-      node, parts = config, key.split(".")
-      for i, part in enumerate(parts):
-        if not hasattr(node, "keys") or part not in node:
-          names = list(node.keys()) if hasattr(node, "keys") else []
-          close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
-          hint = (f"; did you mean {' or '.join('.'.join([*parts[:i], c]) for c in close)}?"
-                  if close else "")
-          where = f"variant {variant!r}" if variant else "overrides"
-          raise ValueError(f"The grid's {where} set {key!r}, which "
-                           f"{grid.config!r} has no field for"
-                           + (hint or "."))
-        node = node[part]
+
+
+def _missing_field(config, key: str) -> str | None:
+  """None if ``config`` has the dotted ``key``; else the end of a message
+  naming the nearest fields."""
+  node, parts = config, key.split(".")
+  for i, part in enumerate(parts):
+    if not hasattr(node, "keys") or part not in node:
+      names = list(node.keys()) if hasattr(node, "keys") else []
+      close = [".".join([*parts[:i], c]) for c in
+               difflib.get_close_matches(part, names, n=3, cutoff=0.6)]
+      return f"; did you mean {' or '.join(close)}?" if close else "."
+    node = node[part]
+  return None
 
 
 class Stopped(Exception):
