@@ -9,14 +9,12 @@ stderr and exit status 2 instead of a traceback.
 
 from __future__ import annotations
 
-import difflib
-import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
-from sla_jax import malloc_env, xla_env
+from sla_jax import config_lib, malloc_env, xla_env
 
 __all__ = ["run", "start_tool_process", "usage"]
 
@@ -65,14 +63,8 @@ def _loaded_config(argv: Sequence[str], name: str):
   text = _config_file_text(argv, name)
   if text is None:
     return None
-  path, has_arg, arg = text.partition(".py:")
-  if has_arg:
-    path += ".py"
   try:
-    module_spec = importlib.util.spec_from_file_location("_config_file", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None) if has_arg else module.get_config()
+    return config_lib.load_file(text)
   except (*_FLAG_ERRORS, ImportError):
     return None
 
@@ -86,15 +78,10 @@ def _unknown_field(argv: Sequence[str]) -> str | None:
     for arg in argv if config is not None else ():
       if not arg.startswith(prefix):
         continue
-      node, known = config, []
-      for part in arg[len(prefix):].split("=", 1)[0].split("."):
-        if hasattr(node, "keys") and part in node:
-          node, known = node[part], known + [part]
-          continue
-        missing = ".".join(known + [part])
-        names = list(node.keys()) if hasattr(node, "keys") else []
-        close = [".".join(known + [c]) for c in difflib.get_close_matches(
-            part, names, n=3, cutoff=0.6)]
+      unknown = config_lib.unknown_field(
+          config, arg[len(prefix):].split("=", 1)[0])
+      if unknown is not None:
+        missing, close = unknown
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         return f"unknown config field '{missing}'{hint} (see --help)"
   return None

@@ -64,6 +64,44 @@ def _typed(what: str, default, value: str):
   return value
 
 
+def dotted(tree, prefix: str = "") -> dict:
+  """``{"model": {"depth": 8}}`` -> ``{"model.depth": 8}`` (flag names; an
+  empty group adds nothing)."""
+  flat = {}
+  for key, value in tree.items():
+    if hasattr(value, "items"):
+      flat.update(dotted(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def load_file(text: str) -> ml_collections.ConfigDict:
+  """The config of ``FILE.py[:ARGS]``, as ``--config FILE.py:ARGS`` loads it
+  (the file's own errors propagate)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, has_arg, arg = text.partition(".py:")
+  module_spec = importlib.util.spec_from_file_location(
+      "_config_file", path + ".py" if has_arg else path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None) if has_arg else module.get_config()
+
+
+def unknown_field(config, key: str) -> tuple[str, list[str]] | None:
+  """None if ``config`` has the dotted field ``key``; else the first missing
+  dotted path and the nearest existing ones."""
+  node, parts = config, key.split(".")
+  for i, part in enumerate(parts):
+    if not hasattr(node, "keys") or part not in node:
+      names = list(node.keys()) if hasattr(node, "keys") else []
+      return (".".join(parts[:i + 1]),
+              [".".join([*parts[:i], c]) for c in
+               difflib.get_close_matches(part, names, n=3, cutoff=0.6)])
+    node = node[part]
+  return None
+
+
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: dict[str, str]) -> ml_collections.ConfigDict:
   """A copy of ``config`` with ``{"a.b": "text"}`` set, typed like the fields they replace.
@@ -72,19 +110,22 @@ def apply_overrides(config: ml_collections.ConfigDict,
   """
   config = ml_collections.ConfigDict(config.to_dict())
   for key, value in overrides.items():
+    unknown = unknown_field(config, key)
+    if unknown is not None:
+      missing, close = unknown
+      *group, _ = missing.split(".")
+      node = config
+      for part in group:  # the fields beside the missing one
+        node = node[part]
+      hint = (f"did you mean {' or '.join(close)}?" if close else
+              f"fields here: {', '.join(sorted(node.keys()))}."
+              if hasattr(node, "keys") else
+              f"{'.'.join(group)} is a single value, not a group of fields.")
+      raise ValueError(f"Unknown config field {key!r}; {hint}")
     *parents, name = key.split(".")
     node = config
     for parent in parents:
-      if parent not in node or not isinstance(node[parent],
-                                              ml_collections.ConfigDict):
-        raise ValueError(f"Unknown config field {key!r}.")
       node = node[parent]
-    if name not in node:
-      close = difflib.get_close_matches(name, list(node.keys()), n=3,
-                                        cutoff=0.6)
-      hint = (f"did you mean {' or '.join('.'.join([*parents, c]) for c in close)}?"
-              if close else f"fields here: {', '.join(sorted(node.keys()))}.")
-      raise ValueError(f"Unknown config field {key!r}; {hint}")
     default = node[name]
     if isinstance(default, ml_collections.ConfigDict):
       raise ValueError(f"--config.{key} is a group of fields: set one of them, "

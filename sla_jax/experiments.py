@@ -42,7 +42,6 @@ import collections
 import contextlib
 import dataclasses
 import difflib
-import importlib.util
 import json
 import os
 import pathlib
@@ -62,7 +61,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from sla_jax import cli, long_tail, objectives, preemption
+from sla_jax import cli, config_lib, long_tail, objectives, preemption
 
 __all__ = ["Run", "Stopped", "expand", "run_grid", "collect", "metric_names",
            "summarize", "write_results"]
@@ -129,21 +128,10 @@ def expand(grid: ml_collections.ConfigDict) -> list[Run]:
   return runs
 
 
-def _flatten(tree, prefix="") -> dict:
-  """``{"model": {"depth": 8}}`` -> ``{"model.depth": 8}`` (trainer flag names)."""
-  flat = {}
-  for key, value in tree.items():
-    if hasattr(value, "items"):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
 def _overrides(grid, run: Run) -> dict:
-  overrides = _flatten(grid.overrides)
+  overrides = config_lib.dotted(grid.overrides)
   if run.variant:
-    overrides.update(_flatten(grid.variants[run.variant]))
+    overrides.update(config_lib.dotted(grid.variants[run.variant]))
   return overrides
 
 
@@ -189,43 +177,22 @@ def check_trainer_config(grid) -> None:
                      f"repository root for configs/grid_*.py).")
   if grid.get("program", "sla_jax.main") not in _PROGRAM_OBJECTIVES:
     return  # another trainer (tests' stand-ins): its config is its own
-  config = _trainer_config(grid)
-  for variant in ("", *(grid.get("variants") or {})):
-    for key in ("objective", "transform", "seed",
-                *_overrides(grid, Run("", "", 0, variant))):
-      missing = _missing_field(config, key)
-      if missing is not None:
-        where = f"variant {variant!r}" if variant else "overrides"
-        raise ValueError(f"The grid's {where} set {key!r}, which "
-                         f"{grid.config!r} has no field for{missing}")
-
-
-def _trainer_config(grid) -> ml_collections.ConfigDict:
-  """``grid.config`` (``FILE.py[:ARGS]``) loaded as the trainer loads it."""
-  path, has_arg, arg = grid.config.partition(".py:")
   try:
-    module_spec = importlib.util.spec_from_file_location(
-        "_grid_trainer", path + ".py" if has_arg else path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None) if has_arg else module.get_config()
+    config = config_lib.load_file(grid.config)
   except Exception as e:  # pylint: disable=broad-except  # the file's own error
     raise ValueError(f"The grid's trainer config {grid.config!r} does not "
                      f"load: {e}") from None
-
-
-def _missing_field(config, key: str) -> str | None:
-  """None if ``config`` has the dotted ``key``; else the end of a message
-  naming the nearest fields."""
-  node, parts = config, key.split(".")
-  for i, part in enumerate(parts):
-    if not hasattr(node, "keys") or part not in node:
-      names = list(node.keys()) if hasattr(node, "keys") else []
-      close = [".".join([*parts[:i], c]) for c in
-               difflib.get_close_matches(part, names, n=3, cutoff=0.6)]
-      return f"; did you mean {' or '.join(close)}?" if close else "."
-    node = node[part]
-  return None
+  for variant in ("", *(grid.get("variants") or {})):
+    for key in ("objective", "transform", "seed",
+                *_overrides(grid, Run("", "", 0, variant))):
+      missing = config_lib.unknown_field(config, key)
+      if missing is not None:
+        where = f"variant {variant!r}" if variant else "overrides"
+        close = missing[1]
+        raise ValueError(f"The grid's {where} set {key!r}, which "
+                         f"{grid.config!r} has no field for"
+                         + (f"; did you mean {' or '.join(close)}?" if close
+                            else "."))
 
 
 class Stopped(Exception):
@@ -755,7 +722,7 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
     lines += [grid.description.strip(), ""]
   for name, overrides in (grid.get("variants") or {}).items():
     lines += [f"Variant `{name}`: " + ", ".join(
-        f"`--config.{k}={v}`" for k, v in _flatten(overrides).items()) + ".", ""]
+        f"`--config.{k}={v}`" for k, v in config_lib.dotted(overrides).items()) + ".", ""]
   lines += ["## Test accuracy at the best validation step (%, mean ± std over "
             "seeds, n = seeds)", "",
             "| objective/transform | n | " + " | ".join(names) + " |",

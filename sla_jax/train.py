@@ -64,7 +64,8 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sla_jax import augment as augment_lib
-from sla_jax import checkpointing, distributed, evaluation, input_pipeline
+from sla_jax import checkpointing, config_lib, distributed, evaluation
+from sla_jax import input_pipeline
 from sla_jax import data as data_lib
 from sla_jax import long_tail, losses, metric_writers, optim, preemption
 from sla_jax import preprocess
@@ -241,7 +242,8 @@ def check_workdir(config, workdir: epath.Path,
           f"{path} is not a config the trainer wrote ({e}); delete it to "
           f"resume the checkpoints beside it with this config, or use a new "
           f"--workdir.") from None
-    saved, current = _dotted(saved), _dotted(json.loads(config.to_json()))
+    saved = config_lib.dotted(saved)  # a changed field by its own name
+    current = config_lib.dotted(json.loads(config.to_json()))
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k)
                      and k.split(".")[0] not in resumable)
@@ -250,18 +252,6 @@ def check_workdir(config, workdir: epath.Path,
           f"{workdir} holds a run with a different config (fields: "
           f"{', '.join(changed)}); resume it with the same config or use a "
           f"new --workdir.")
-
-
-def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  """``{"model": {"depth": 8}}`` -> ``{"model.depth": 8}``: a changed field by its
-  own name."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict) and value:
-      flat.update(_dotted(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
 
 
 def save_config(config, workdir: epath.Path) -> None:

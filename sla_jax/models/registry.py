@@ -45,32 +45,30 @@ def _factory(name: str) -> Callable[..., nn.Module]:
 
 def arguments(name: str) -> tuple[str, ...]:
   """The keyword arguments model ``name`` takes (its Linen fields, less those its factory fixes)."""
-  factory = _factory(name)
-  fixed = set()
-  while isinstance(factory, functools.partial):
-    fixed |= set(factory.keywords)
-    factory = factory.func
+  factory, fixed_args = _unwrapped(name)
   return tuple(f.name for f in dataclasses.fields(factory)
-               if f.init and f.name not in fixed | {"parent", "name"})
+               if f.init and f.name not in {*fixed_args, "parent", "name"})
 
 
 def defaults(name: str) -> dict[str, object]:
   """:func:`arguments` of model ``name`` that have a default, with it."""
-  factory = _factory(name)
-  while isinstance(factory, functools.partial):
-    factory = factory.func
-  fields = {f.name: f for f in dataclasses.fields(factory)}
+  fields = {f.name: f for f in dataclasses.fields(_unwrapped(name)[0])}
   return {arg: fields[arg].default for arg in arguments(name)
           if fields[arg].default is not dataclasses.MISSING}
 
 
 def fixed(name: str) -> dict[str, object]:
   """The arguments model ``name`` fixes (``cifar_resnet20``: ``{"depth": 20}``)."""
+  return _unwrapped(name)[1]
+
+
+def _unwrapped(name: str) -> tuple[type[nn.Module], dict[str, object]]:
+  """Model ``name``'s class and the keywords its ``functools.partial`` layers fix."""
   factory, fixed_args = _factory(name), {}
   while isinstance(factory, functools.partial):
     fixed_args = {**factory.keywords, **fixed_args}  # the outer partial wins
     factory = factory.func
-  return fixed_args
+  return factory, fixed_args
 
 
 def get(name: str, **kwargs) -> nn.Module:
@@ -101,8 +99,6 @@ def get(name: str, **kwargs) -> nn.Module:
 def _generic(name: str) -> str | None:
   """Another registered name for the class model ``name`` fixes arguments of
   (``cifar_resnet`` for ``cifar_resnet20``; None if there is none)."""
-  factory = _factory(name)
-  while isinstance(factory, functools.partial):
-    factory = factory.func
+  factory = _unwrapped(name)[0]
   return next((other for other, f in _REGISTRY.items()
                if f is factory and other != name), None)
