@@ -11,7 +11,8 @@ A grid file defines ``get_config(arg)`` returning a ConfigDict with ``title``,
 (``"objective/transform"`` pairs), ``seeds`` and ``overrides`` (trainer flags
 for every run), and optionally ``program`` (the module each run executes,
 default ``sla_jax.main``; few-shot grids set ``sla_jax.fewshot_main``) and
-``metrics`` (the test metrics to tabulate, default every objective's; e.g.
+``metrics`` (the test metrics to tabulate, default every objective's that a
+finished run reports; e.g.
 ``5way1shot/acc_ag`` for few-shot) and ``comparisons`` (extra Welch tests
 beside those against the baseline, each ``"GROUP:METRIC vs GROUP:METRIC"``,
 e.g. ``"sla_sd/rotation:acc_sd vs sla/rotation:acc_ag"``: does the SD head
@@ -376,6 +377,17 @@ def metric_names(grid) -> tuple[str, ...]:
   return names
 
 
+def _tabulated(grid, records: Sequence[dict]) -> tuple[str, ...]:
+  """The table's columns: ``grid.metrics`` as given, else every objective's
+  metric that some finished run reports (no column of dashes for an objective
+  the grid does not run)."""
+  names = metric_names(grid)
+  if grid.get("metrics"):
+    return names
+  return tuple(m for m in names
+               if any(m in r["results"]["test"] for r in records))
+
+
 def comparisons(grid) -> list[tuple[tuple[str, str], tuple[str, str]]]:
   """``grid.comparisons`` as ((group, metric), (group, metric)) pairs, checked
   against the grid's runs and metrics (ValueError naming the bad entry)."""
@@ -705,7 +717,7 @@ def write_results(grid, grid_spec: str, out: pathlib.Path) -> pathlib.Path:
   if not records:
     raise RuntimeError(f"No finished runs under {out / 'runs'}; nothing to "
                        f"summarize.")
-  names = metric_names(grid)
+  names = _tabulated(grid, records)
   summary = summarize(records, names)
   plots = _plot(grid, records, summary, out)
   planned = expand(grid)

@@ -170,3 +170,17 @@ def test_a_paired_folder_without_runs_says_so_and_a_bad_value_fails_early(tmp_pa
   with pytest.raises(ValueError, match="paired_with must be one folder as a string"):
     experiments.run_grid(g, tmp_path / "out", log=lambda _: None)
   assert not (tmp_path / "out").exists()
+
+
+def test_results_table_has_no_column_for_a_metric_no_run_reports(tmp_path):
+  _write_runs(tmp_path, {"sla/rotation": ACCS["sla/rotation"]})
+  header = lambda g: next(line for line in experiments.write_results(
+      g, "g.py", tmp_path).read_text().splitlines()
+                          if line.startswith("| objective/transform | n |"))
+  # Default: only what the finished runs report (no sla_sd run: no acc_sd).
+  assert header(grid(runs=("sla/rotation",))) == (
+      "| objective/transform | n | acc_ag | acc_si |")
+  # grid.metrics is kept as given, a column of dashes included.
+  chosen = grid(runs=("sla/rotation",))
+  chosen.metrics = ("acc_ag", "acc_sd")
+  assert header(chosen) == "| objective/transform | n | acc_ag | acc_sd |"
