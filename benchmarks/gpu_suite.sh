@@ -95,10 +95,14 @@ fi
 
 if [ "$mode" = bench ]; then
   if [ "${SMOKE:-0}" = 1 ]; then
-    config=configs/quickstart.py; steps=32; rounds=1; calls=1
+    # Toy sizes: every part's code path, in seconds of CPU (8 images a step,
+    # one warm-up call, 3 calls of each batch draw).
+    config=configs/quickstart.py; steps=32; rounds=1; calls=1; warmup=1; draw_calls=3
+    small="--config.batch_size=8 --config.eval_batch_size=16"
     compare_size="--depth 8 --batch_size 8"; r50_size="--batch_size 2 --image_size 64 --num_classes 10"
   else
-    config=configs/cifar.py; steps=1600; rounds=50; calls=4
+    config=configs/cifar.py; steps=1600; rounds=50; calls=4; warmup=2; draw_calls=21
+    small=""
     compare_size="--batch_size 128"; r50_size="--batch_size 64"
   fi
   # The parts, one line each (name, then its command), in the order they run
@@ -155,7 +159,7 @@ PARTS_TABLE
     local objective=$1 dtype=$2 k=$3; shift 3
     limit python3 -m sla_jax.bench --config "$config:objective=$objective" \
       --config.model.dtype="$dtype" --config.steps_per_call="$k" \
-      --steps $((steps / k)) --warmup 2 --json "$@" | tee -a "$OUT/bench.jsonl"
+      --steps $((steps / k)) --warmup $warmup --json $small "$@" | tee -a "$OUT/bench.jsonl"
   }
   concurrent() {  # N: N SLA K = 16 benches at once, each with 0.9/N of the
     # GPU's memory; rows tagged "concurrent": N. Their summed views/s against
@@ -164,7 +168,7 @@ PARTS_TABLE
     for i in $(seq "$n"); do
       XLA_PYTHON_CLIENT_MEM_FRACTION=0.$(printf %02d $(( 90 / n ))) limit python3 \
         -m sla_jax.bench --config "$config:objective=sla" --config.model.dtype=bfloat16 \
-        --config.steps_per_call=16 --steps $((steps / 16)) --warmup 2 --json \
+        --config.steps_per_call=16 --steps $((steps / 16)) --warmup $warmup --json $small \
         > "/tmp/gpu_concurrent_${n}_$i.jsonl" &
       pids+=($!)
     done
@@ -184,7 +188,7 @@ for path in sys.argv[2:]:
   }
   profile() {  # steps_per_call
     limit python3 -m benchmarks.profile_step --config "$config:objective=sla" \
-      --config.model.dtype=bfloat16 --config.steps_per_call="$1" --calls $calls \
+      --config.model.dtype=bfloat16 --config.steps_per_call="$1" --calls $calls $small \
       --out "/tmp/gpu_trace_k$1" --json > "$OUT/profile_k$1.json"
   }
   resnet50() {
@@ -192,7 +196,7 @@ for path in sys.argv[2:]:
       --rounds $(( rounds < 20 ? rounds : 20 )) --json | tee -a "$OUT/resnet50.jsonl"
   }
   batch_draw() {
-    limit python3 -m benchmarks.batch_draw | tee "$OUT/batch_draw.jsonl"
+    limit python3 -m benchmarks.batch_draw --calls $draw_calls | tee "$OUT/batch_draw.jsonl"
   }
   command_buffers() {  # XLA:GPU's command buffers (CUDA graphs): the types captured
     XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$1" bench sla bfloat16 16
@@ -201,7 +205,7 @@ for path in sys.argv[2:]:
   cuts="--config.model.fused_batch_norm=true --config.model.use_fast_variance=true --config.batch_draw=top_k"
   census() {  # [flags...]: what one step launches on this GPU (no GPU in SMOKE: one error line)
     limit python3 -m benchmarks.gpu_kernel_census --config "$config:objective=sla" \
-      --config.model.dtype=bfloat16 --config.steps_per_call=16 --json "$@" \
+      --config.model.dtype=bfloat16 --config.steps_per_call=16 --json $small "$@" \
       | tee -a "$OUT/census.jsonl"
   }
   conv_fusion=--xla_gpu_experimental_enable_conv_fusion=true
