@@ -230,6 +230,7 @@ def test_gpu_suite_runs_every_part_at_toy_sizes(tmp_path):
     assert profile["steps_per_call"] == k and profile["processes"]
   draws = [json.loads(l) for l in (out / "batch_draw.jsonl").read_text().splitlines()]
   assert {d["num_items"] for d in draws} == {50_000, 1_281_167}
+  assert {d["calls"] for d in draws} == {3}  # SMOKE's toy count
   try:
     import torch  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
@@ -270,6 +271,13 @@ def test_gpu_suite_parts_runs_only_the_named_parts(tmp_path):
                        capture_output=True, text=True)
   assert bad.returncode == 2
   assert "unknown part 'profile' in PARTS" in bad.stderr
+
+
+def test_batch_draw_benchmark_refuses_fewer_than_one_call():
+  bad = subprocess.run([sys.executable, "-m", "benchmarks.batch_draw", "--calls", "0"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 2 and not bad.stdout
+  assert bad.stderr.strip().endswith("--calls must be at least 1; got 0.")
 
 
 def test_gpu_suite_refuses_an_unknown_part_before_running_any(tmp_path):
