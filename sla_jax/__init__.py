@@ -34,13 +34,17 @@ __all__ = ["augment", "feature_transforms", "fewshot", "long_tail", "losses",
            "models", "objectives", "optim", "transforms"]
 
 
+# Public modules that need the ``train`` extra: loaded on use, not by ``*``.
+_WITH_TRAIN_EXTRA = ("inference",)
+
+
 def __getattr__(name: str):
   """Imports the public module ``name`` on first use (``sla_jax.losses``), so
   that ``import sla_jax.<module>`` loads only what that module needs."""
-  if name in __all__:
+  if name in __all__ or name in _WITH_TRAIN_EXTRA:
     return importlib.import_module(f"{__name__}.{name}")
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-  return sorted(set(globals()) | set(__all__))
+  return sorted(set(globals()) | set(__all__) | set(_WITH_TRAIN_EXTRA))

@@ -164,6 +164,8 @@ def mixed_cross_entropy(logits: jax.Array, mixed: MixedLabels) -> jax.Array:
           f"mixed.{name} has shape {shape} but logits has {rows} rows; with "
           f"M views per image pass joint_mixed_labels(mixed, M) (or "
           f"repeat_views) so there is one entry per row.")
+  for name in ("labels", "partner_labels"):  # dtype always, range when concrete
+    losses.check_labels(getattr(mixed, name), logits.shape[1], f"mixed.{name}")
   logits = logits.astype(jnp.float32)
   ce = optax.softmax_cross_entropy_with_integer_labels
   weight = mixed.weight.astype(jnp.float32)
@@ -853,11 +855,17 @@ def chain(spec: str, params: Mapping[str, Mapping] | None = None
   steps = []
   for name in names:
     kwargs = dict((params or {}).get(name) or {})
-    accepted = list(inspect.signature(AUGMENTATIONS[name]).parameters)[3:]
+    parameters = list(inspect.signature(AUGMENTATIONS[name]).parameters.values())[3:]
+    accepted = [p.name for p in parameters]
     extra = sorted(set(kwargs) - set(accepted))
     if extra:
       raise ValueError(f"Augmentation {name!r} takes {accepted or 'no'} "
                        f"parameters; got {extra}.")
+    missing = [p.name for p in parameters
+               if p.default is inspect.Parameter.empty and p.name not in kwargs]
+    if missing:
+      raise ValueError(f"Augmentation {name!r} needs {', '.join(missing)}: pass "
+                       f"params={{{name!r}: {{{missing[0]!r}: ...}}}}.")
     steps.append(functools.partial(AUGMENTATIONS[name], **kwargs))
 
   def augment(key, images, labels):

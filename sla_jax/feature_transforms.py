@@ -56,6 +56,9 @@ def group_masks(num_channels: int, num_groups: int,
 def discard_channel_groups(x: jax.Array, num_groups: int,
                            include_identity: bool = True) -> jax.Array:
   """``[B, ..., C]`` -> ``[B * V, ..., C]``: each row's V variants, adjacent."""
+  if getattr(x, "ndim", 0) < 2:
+    raise ValueError(f"discard_channel_groups takes a feature map [B, ..., C] "
+                     f"(at least 2-D); got shape {tuple(getattr(x, 'shape', ()))}.")
   masks = group_masks(x.shape[-1], num_groups, include_identity, x.dtype)
   v = masks.shape[0]
   masks = masks.reshape((1, v) + (1,) * (x.ndim - 2) + (x.shape[-1],))

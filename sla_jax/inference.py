@@ -199,10 +199,7 @@ class Predictor:
     if name not in self._jitted:
       self._jitted[name] = jax.jit(self.predict_fn(name))
     images = jnp.asarray(images)
-    _check_images(images)
-    if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
-      raise ValueError(f"images must be [B, {', '.join(map(str, self.image_shape))}] "
-                       f"(the training size); got {tuple(images.shape)}.")
+    _check_images(images, self.image_shape)
     return self._jitted[name](self.variables, images)
 
   def export(self, path: str | os.PathLike, head: str | None = None) -> None:
@@ -255,20 +252,32 @@ def load_exported(path: str | os.PathLike) -> Callable[[Any], jax.Array]:
   exported = jax.export.deserialize(bytearray(payload["exported"]))
   variables = payload["variables"]
 
+  image_shape = tuple(exported.in_avals[-1].shape[1:])  # fixed at export (images last)
+  num_outputs = exported.out_avals[0].shape[-1]
+
   def served(images):
-    images = np.asarray(images)
-    _check_images(images)
+    """``[B, H, W, C]`` uint8 -> ``[B, N]`` logits; works under ``jax.jit`` (not
+    ``vmap``: jax.export has no batching rule; the batch axis is symbolic)."""
+    if not hasattr(images, "dtype"):
+      images = np.asarray(images)
+    _check_images(images, image_shape)
+    if images.shape[0] == 0:  # a symbolic batch size is >= 1
+      return jnp.zeros((0, num_outputs), exported.out_avals[0].dtype)
     return exported.call(variables, images)
 
   return served
 
 
-def _check_images(images) -> None:
-  """ValueError unless ``images`` are uint8 (what the predictors read)."""
+def _check_images(images, image_shape: tuple[int, ...]) -> None:
+  """ValueError unless ``images`` are uint8 ``[B, *image_shape]`` (what the
+  predictors read)."""
   if images.dtype != np.uint8:  # floats would be read as [0, 255] pixel values
     raise ValueError(f"images must be uint8 pixel values in [0, 255], as the "
                      f"trainer reads them; got {images.dtype} (for images in "
                      f"[0, 1]: np.round(x * 255).astype(np.uint8)).")
+  if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+    raise ValueError(f"images must be [B, {', '.join(map(str, image_shape))}] "
+                     f"(the training size); got {tuple(images.shape)}.")
 
 
 def evaluate_workdir(workdir, checkpoint="best", split="test",

@@ -8,10 +8,11 @@ joint label (class ``i``, transformation ``j``).
 All functions are pure, shape-checked at trace time, and compute in float32
 whatever the logits' dtype (bf16 logits are upcast before the softmax).
 Labels may be any integer array-like (a list, numpy or jax array of any
-integer dtype); joint labels are int32. Called eagerly, the losses check that
-every label lies in ``[0, N)`` and raise a ValueError otherwise; under
-``jax.jit`` the values are unknown at trace time, so validate a dataset's
-labels once with :func:`check_labels` (the trainer does when it loads one).
+integer dtype; other dtypes are refused, under ``jit`` too); joint labels are
+int32. Called eagerly, the losses check that every label lies in ``[0, N)``
+and raise a ValueError otherwise; under ``jax.jit`` the values are unknown at
+trace time, so validate a dataset's labels once with :func:`check_labels` (the
+trainer does when it loads one). ``M`` is a Python int (it fixes shapes).
 Cross-entropies are means over rows, like PyTorch's ``F.cross_entropy``. Each
 loss takes ``reduce=False`` to return its ``[B]`` per-image values instead (the
 mean of which is the loss), for masked evaluation.
@@ -39,20 +40,29 @@ __all__ = ["check_labels", "joint_labels", "transform_labels", "cross_entropy", 
 def check_labels(labels, num_classes: int, what: str = "labels") -> None:
   """Raises ValueError unless ``labels`` are integers in ``[0, num_classes)``.
 
-  A no-op on tracers (inside ``jit``, where values are unknown): call it on
-  concrete arrays, e.g. once per dataset.
+  The dtype is checked under ``jit`` too (it is known at trace time); the range
+  only on concrete values: call it on concrete arrays, e.g. once per dataset.
   """
+  labels = _integer_labels(labels, what)
   if isinstance(labels, jax.core.Tracer):
     return
   values = np.asarray(labels)
-  if values.size and not np.issubdtype(values.dtype, np.integer):
-    raise ValueError(f"{what} must be integers; got dtype {values.dtype}.")
   if values.size and (values.min() < 0 or values.max() >= num_classes):
     bad = values[(values < 0) | (values >= num_classes)]
     raise ValueError(
         f"{what} must lie in [0, {num_classes}) for {num_classes} classes; got "
         f"{bad.size} outside it (e.g. {int(bad[0])}). Drop or remap them (an "
         f"'ignore' value such as -1 is not supported).")
+
+
+def _integer_labels(labels, what: str = "labels"):
+  """``labels`` as an array (a list, of tracers too, becomes one), ValueError
+  unless its dtype is an integer one (bool is not; an empty list passes)."""
+  if not hasattr(labels, "dtype"):
+    labels = jnp.asarray(labels)
+  if np.size(labels) and not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(f"{what} must be integers; got dtype {labels.dtype}.")
+  return labels
 
 
 def _labels(labels, num_classes: int) -> jax.Array:
@@ -62,9 +72,12 @@ def _labels(labels, num_classes: int) -> jax.Array:
 
 
 def _check_num_transforms(num_transforms) -> None:
-  if not isinstance(num_transforms, (int, np.integer)) or num_transforms < 1:
+  if (not isinstance(num_transforms, (int, np.integer))
+      or isinstance(num_transforms, bool) or num_transforms < 1):
+    hint = (" (a Python int: it fixes shapes, so it is static under jit; pass "
+            "int(M))" if hasattr(num_transforms, "shape") else "")
     raise ValueError(f"num_transforms (M) must be an integer >= 1 (1 = the "
-                     f"identity alone); got {num_transforms!r}.")
+                     f"identity alone){hint}; got {num_transforms!r}.")
 
 
 def _check_rows(logits: jax.Array, labels: jax.Array, num_transforms: int,
@@ -103,13 +116,20 @@ def joint_labels(labels: jax.Array, num_transforms: int) -> jax.Array:
   ``N * M > 256``).
   """
   _check_num_transforms(num_transforms)
-  labels = jnp.asarray(labels).astype(jnp.int32)
+  labels = _integer_labels(labels)
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be 1-D [B]; got shape {tuple(labels.shape)}.")
+  labels = labels.astype(jnp.int32)
   j = jnp.arange(num_transforms, dtype=jnp.int32)
   return (labels[:, None] * num_transforms + j[None, :]).reshape(-1)
 
 
 def transform_labels(batch_size: int, num_transforms: int) -> jax.Array:
   """The transformation index ``j`` of each of the ``B * M`` views, ``[B * M]``."""
+  _check_num_transforms(num_transforms)
+  if (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
+      or batch_size < 0):
+    raise ValueError(f"batch_size (B) must be an integer >= 0; got {batch_size!r}.")
   return jnp.tile(jnp.arange(num_transforms, dtype=jnp.int32), batch_size)
 
 
@@ -119,8 +139,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   ``labels``: integer array-like in ``[0, logits.shape[-1])`` (checked when
   concrete, as the other losses).
   """
+  labels = _labels(labels, logits.shape[-1])
+  if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
+    raise ValueError(f"labels must have the logits' shape less its last axis, "
+                     f"{tuple(logits.shape[:-1])}; got {tuple(labels.shape)}.")
   return optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), _labels(labels, logits.shape[-1])).mean()
+      logits.astype(jnp.float32), labels).mean()
 
 
 def _row_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -206,11 +230,24 @@ def distillation_kl(teacher_logits: jax.Array, student_logits: jax.Array,
   softmax(teacher/T), reduction='batchmean')``. Gradients flow to both inputs;
   stop them on the teacher yourself (as :func:`self_distillation_loss` does).
   """
+  if teacher_logits.shape != student_logits.shape:
+    raise ValueError(f"teacher_logits and student_logits must have one shape; "
+                     f"got {tuple(teacher_logits.shape)} and "
+                     f"{tuple(student_logits.shape)}.")
+  _check_temperature(temperature)
   t = jnp.float32(temperature)
   log_teacher = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / t)
   log_student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t)
   return _reduce(optax.losses.kl_divergence_with_log_targets(
       log_student, log_teacher), reduce)
+
+
+def _check_temperature(temperature) -> None:
+  """ValueError unless a concrete temperature is > 0 (a traced one passes)."""
+  if isinstance(temperature, jax.core.Tracer):
+    return
+  if not np.ndim(temperature) == 0 or not float(temperature) > 0:
+    raise ValueError(f"temperature (T) must be a number > 0; got {temperature!r}.")
 
 
 def self_distillation_loss(joint_logits: jax.Array,
@@ -236,6 +273,7 @@ def self_distillation_loss(joint_logits: jax.Array,
     row_loss: Replaces cross-entropy in the joint and single terms (not in
       the distillation term, which has no label).
   """
+  _check_temperature(temperature)
   labels = _labels(labels, single_head_logits.shape[-1])
   if single_head_logits.shape[0] != labels.shape[0]:
     raise ValueError(

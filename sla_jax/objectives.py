@@ -39,6 +39,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sla_jax import long_tail, losses, transforms
 
@@ -279,6 +280,10 @@ def make(name: str, num_classes: int, transform: str = "identity",
          class_margins: tuple[float, ...] = ()) -> Objective:
   """Builds an objective; single-view ones (``baseline``) ignore ``transform``."""
   cls = get(name)
+  for what, value in (("num_classes", num_classes), ("feature_views", feature_views)):
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+        or value < 1):
+      raise ValueError(f"{what} must be an integer >= 1; got {value!r}.")
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0; got {temperature}.")
   group = transforms.get("identity" if cls.single_view else transform)

@@ -58,6 +58,9 @@ class TransformGroup:
 
 
 def _check_images(x: jax.Array, group: str) -> None:
+  if not hasattr(x, "ndim"):
+    raise ValueError(f"Transform {group!r} expects an array [B, H, W, C]; got "
+                     f"{type(x).__name__} (pass jnp.asarray(x)).")
   if x.ndim != 4:
     raise ValueError(
         f"Transform {group!r} expects an NHWC batch [B, H, W, C]; got an array "
@@ -100,6 +103,9 @@ def channel_permutation_group(
   View ``j`` has channels ``x[..., orders[j]]``. Requires 3-channel images.
   """
   orders = tuple(tuple(int(c) for c in order) for order in orders)
+  if not orders or not orders[0]:
+    raise ValueError(f"{name}: give at least one channel order, the identity "
+                     f"first (e.g. ((0, 1, 2), (1, 2, 0))); got {orders}.")
   num_channels = len(orders[0])
   if orders[0] != tuple(range(num_channels)):
     raise ValueError(f"{name}: the first view must be the identity order; "

@@ -260,6 +260,14 @@ def test_mixed_cross_entropy_matches_numpy():
   np.testing.assert_allclose(plain, _np_ce(logits, labels), rtol=1e-5)
   np.testing.assert_allclose(plain.mean(), losses.cross_entropy(logits, labels),
                              rtol=1e-5)
+  out_of_range = augment.MixedLabels(jnp.asarray([9] * 6), jnp.asarray(partner),
+                                     jnp.asarray(weight))  # was a NaN row
+  with pytest.raises(ValueError, match=r"mixed.labels must lie in \[0, 5\)"):
+    augment.mixed_cross_entropy(jnp.asarray(logits), out_of_range)
+  floats = augment.MixedLabels(jnp.asarray(labels), jnp.asarray(partner, jnp.float32),
+                               jnp.asarray(weight))
+  with pytest.raises(ValueError, match="mixed.partner_labels must be integers"):
+    jax.jit(augment.mixed_cross_entropy)(jnp.asarray(logits), floats)
   with pytest.raises(ValueError, match="joint_mixed_labels"):
     augment.mixed_cross_entropy(jnp.zeros((12, 5)), mixed)
 

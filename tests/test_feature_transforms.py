@@ -43,6 +43,8 @@ def test_bad_groups_fail_clearly():
     feature_transforms.discard_channel_groups(jnp.ones((1, 2, 2, 10)), 4)
   with pytest.raises(ValueError, match=">= 2"):
     feature_transforms.num_variants(1)
+  with pytest.raises(ValueError, match=r"a feature map \[B, ..., C\] .* got shape \(8,\)"):
+    feature_transforms.discard_channel_groups(jnp.ones(8), 4)
 
 
 def test_joint_labels_cover_class_input_view_and_variant():

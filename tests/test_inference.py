@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -111,6 +112,12 @@ def test_predictor_matches_the_evaluator_and_exports(trained, tmp_path):
     model.predict(images.astype(np.float32) / 255)  # [0, 1] floats: refused
   with pytest.raises(ValueError, match="images must be uint8 .* got float32"):
     served(images.astype(np.float32) / 255)  # the exported one too
+  with pytest.raises(ValueError, match=r"images must be \[B, 8, 8, 1\] .* got \(8, 8, 1\)"):
+    served(images[0])
+  # Under jit (no host conversion of tracers), and an empty batch as predict gives.
+  np.testing.assert_allclose(jax.jit(served)(images[:5]),
+                             model.predict(images[:5], "sd"), atol=1e-5)
+  assert served(images[:0]).shape == model.predict(images[:0], "sd").shape == (0, 10)
   for name, content in (("config.json", b"{}"), ("empty.jax", b""),
                         ("list.jax", b"\x91\x01")):  # JSON, nothing, a msgpack list
     (tmp_path / name).write_bytes(content)

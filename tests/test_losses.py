@@ -259,12 +259,13 @@ def test_distillation_teacher_is_float32_for_bf16_logits(batch):
   assert float(got) == pytest.approx(expected, rel=2e-6)
 
 
-@pytest.mark.parametrize("m", [0, -4, 2.0])
+@pytest.mark.parametrize("m", [0, -4, 2.0, True, jnp.int32(4)])
 def test_a_view_count_that_is_not_a_positive_integer_is_refused(m):
   joint = jnp.zeros((8, 40))
   for call in (lambda: losses.aggregated_logits(joint, m),
                lambda: losses.sla_loss(joint, jnp.zeros(2, jnp.int32), m),
                lambda: losses.joint_labels(jnp.zeros(2, jnp.int32), m),
+               lambda: losses.transform_labels(2, m),
                lambda: losses.view_averaged_logits(joint, m)):
     with pytest.raises(ValueError, match="num_transforms .M. must be an integer >= 1"):
       call()
@@ -275,3 +276,41 @@ def test_self_distillation_heads_must_cover_the_same_classes():
                      r"single head has N = 5 classes x M = 4"):
     losses.self_distillation_loss(jnp.zeros((16, 40)), jnp.zeros((4, 5)),
                                   jnp.zeros(4, jnp.int32), 4)
+
+
+def test_labels_of_another_dtype_are_refused_under_jit_too():
+  joint, labels = jnp.zeros((16, 40)), jnp.arange(4)
+  sla = jax.jit(losses.sla_loss, static_argnums=2)
+  for bad, dtype in ((labels.astype(jnp.float32) + 0.9, "float32"), (labels > 1, "bool")):
+    with pytest.raises(ValueError, match=f"labels must be integers; got dtype {dtype}"):
+      sla(joint, bad, 4)  # was truncated to the integer labels, silently
+    with pytest.raises(ValueError, match="labels must be integers"):
+      jax.jit(losses.cross_entropy)(jnp.zeros((4, 10)), bad)
+    with pytest.raises(ValueError, match="labels must be integers"):
+      losses.joint_labels(bad, 4)
+  # A list (of tracers, under jit) is labels like any array.
+  assert float(sla(joint, [0, 1, 2, 3], 4)) == pytest.approx(float(sla(joint, labels, 4)))
+  assert float(jax.jit(lambda j: losses.sla_loss(j, [0, 1, 2, 3], 4))(joint)) == (
+      pytest.approx(float(sla(joint, labels, 4))))
+
+
+def test_label_and_logit_shapes_temperature_and_batch_are_checked():
+  with pytest.raises(ValueError, match=r"labels must be 1-D \[B\]; got shape \(4, 1\)"):
+    losses.joint_labels(jnp.zeros((4, 1), jnp.int32), 4)
+  for labels in (jnp.zeros(3, jnp.int32), jnp.zeros((4, 1), jnp.int32)):
+    with pytest.raises(ValueError, match=r"labels must have the logits' shape less "
+                                         r"its last axis, \(4,\)"):
+      losses.cross_entropy(jnp.zeros((4, 10)), labels)
+  with pytest.raises(ValueError, match="must have one shape; got .4, 10. and .4, 3."):
+    losses.distillation_kl(jnp.zeros((4, 10)), jnp.zeros((4, 3)))
+  for t in (0.0, -1.0):
+    with pytest.raises(ValueError, match=r"temperature \(T\) must be a number > 0"):
+      losses.distillation_kl(jnp.zeros((4, 10)), jnp.zeros((4, 10)), t)
+    with pytest.raises(ValueError, match=r"temperature \(T\) must be a number > 0"):
+      losses.self_distillation_loss(jnp.zeros((16, 40)), jnp.zeros((4, 10)),
+                                    jnp.zeros(4, jnp.int32), 4, temperature=t)
+  # A traced temperature is the caller's to keep positive.
+  assert float(jax.jit(lambda t: losses.distillation_kl(
+      jnp.zeros((4, 10)), jnp.ones((4, 10)), t))(2.0)) == pytest.approx(0.0, abs=1e-6)
+  with pytest.raises(ValueError, match="batch_size .B. must be an integer >= 0"):
+    losses.transform_labels(-1, 4)

@@ -131,3 +131,20 @@ def test_train_mode_updates_batch_statistics_eval_mode_does_not():
   assert np.abs(np.asarray(mean)).max() > 0  # 0.1 * batch mean folded in
   out = jax.jit(lambda v: model.apply(v, x, train=False))(variables)  # nothing mutable
   assert out["class"].shape == (4, 10)
+
+
+@pytest.mark.parametrize("name,kwargs", [("cifar_resnet", {"depth": 8}), ("resnet18", {}),
+                                         ("wide_resnet", {}), ("resnet12", {}),
+                                         ("conv4", {})])
+def test_heads_and_inputs_are_checked_by_every_model(name, kwargs):
+  cls = type(models.get(name, **kwargs)).__name__
+  for heads, message in (({"features": 3}, "cannot be named 'features'"),
+                         (["joint"], "must map head names to output sizes"),
+                         ({"joint": 0}, "must map names to output sizes >= 1; got 'joint': 0"),
+                         ({"joint": 2.0}, "must map names to output sizes >= 1; got 'joint': 2.0")):
+    with pytest.raises(ValueError, match=f"{cls} heads {message}"):
+      models.get(name, heads=heads, **kwargs)
+  model = models.get(name, heads={"joint": 4}, **kwargs)
+  with pytest.raises(ValueError, match=rf"{cls} takes a batch of images "
+                                       rf"\[B, H, W, C\]; got shape \(16, 16, 3\)"):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((16, 16, 3)))

@@ -92,6 +92,22 @@ def test_variables_that_do_not_fit_are_one_clear_error(linen):
     models.to_nnx(other, VIEWS, variables=variables)
   with pytest.raises(ValueError, match=r"variables\['batch_stats'\].*missing"):
     models.to_nnx(model, VIEWS, variables={"params": variables["params"]})
+  with pytest.raises(ValueError, match=r"variables must be Linen's variables, "
+                                       r"\{'params': ..., 'batch_stats': ...\}"):
+    models.to_nnx(model, VIEWS, variables=variables["params"])  # one collection
+  as_bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), variables)
+  with pytest.raises(ValueError, match=r"is bfloat16, the model keeps float32"):
+    models.to_nnx(model, VIEWS, variables=as_bf16)  # was loaded as bf16 Params
+  scalars = {"params": jax.tree.map(lambda a: 1.0, variables["params"]),
+             "batch_stats": variables["batch_stats"]}
+  with pytest.raises(ValueError, match=r"\['bn_1'\]\['bias'\] is a float, not an array"):
+    models.to_nnx(model, VIEWS, variables=scalars)
+  with pytest.raises(ValueError, match="to_nnx takes a Linen module"):
+    models.to_nnx(None, VIEWS)
+  # A key (or a seed) stands for nnx.Rngs of it, with variables too.
+  net = models.to_nnx(model, VIEWS, variables=variables, rngs=jax.random.key(0))
+  np.testing.assert_array_equal(net(VIEWS, train=False)["joint"],
+                                model.apply(variables, VIEWS, train=False)["joint"])
 
 
 @pytest.mark.slow  # three ResNet-12 compiles; DropBlock itself: test_fewshot.py

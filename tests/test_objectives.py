@@ -137,3 +137,13 @@ def test_single_pass_predictions_equal_the_all_view_ones(name, feature_views):
 def test_a_temperature_that_is_not_positive_is_refused(temperature):
   with pytest.raises(ValueError, match="temperature must be > 0"):
     objectives.make("sla_sd", 10, "rotation", temperature=temperature)
+
+
+@pytest.mark.parametrize("field,value", [("num_classes", -1), ("num_classes", 0),
+                                         ("num_classes", 2.5), ("num_classes", True),
+                                         ("feature_views", 0)])
+def test_sizes_that_are_not_positive_integers_are_refused(field, value):
+  kwargs = {"num_classes": 10, "feature_views": 1, field: value}
+  with pytest.raises(ValueError, match=f"{field} must be an integer >= 1; got {value!r}"):
+    objectives.make("sla", transform="rotation", **kwargs)
+  assert objectives.make("sla", np.int64(10), "rotation").heads == {"joint": 40}

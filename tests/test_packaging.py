@@ -41,3 +41,12 @@ def test_all_lists_every_public_module():
     module = getattr(sla_jax, name)
     for symbol in module.__all__:
       assert hasattr(module, symbol), (name, symbol)
+
+
+def test_the_inference_module_loads_on_first_use_as_the_readme_writes_it():
+  code = ("import sys, sla_jax\n"
+          "assert 'sla_jax.inference' not in sys.modules\n"
+          "print(sla_jax.inference.__name__, 'inference' in dir(sla_jax))\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, cwd=REPO, timeout=300, check=True)
+  assert proc.stdout.split() == ["sla_jax.inference", "True"], proc.stderr[-2000:]

@@ -48,6 +48,11 @@ def test_chain_runs_ops_in_order_with_their_parameters():
                                                   key, images, labels)
   assert out.shape == images.shape and float(mixed.weight.min()) < 1.0
   assert augment.chain("none") is None
+  # A parameter an op needs is asked for when the chain is built, not traced.
+  with pytest.raises(ValueError, match=r"'cutout' needs size: pass params=\{'cutout'"):
+    augment.chain("cutout")
+  with pytest.raises(ValueError, match="'mixup' needs alpha"):
+    augment.chain("randaugment+mixup", {"randaugment": {}})
 
 
 def test_sla_mixed_loss_is_the_mixture_of_joint_labels():

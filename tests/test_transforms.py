@@ -136,6 +136,10 @@ def test_unknown_name_lists_valid_ones():
 def test_non_batched_input_is_refused():
   with pytest.raises(ValueError, match=r"NHWC batch \[B, H, W, C\]"):
     transforms.get("rotation").apply(jnp.zeros((4, 4, 3)))
+  with pytest.raises(ValueError, match=r"expects an array \[B, H, W, C\]; got list"):
+    transforms.get("rotation").apply([[0.0]])
+  with pytest.raises(ValueError, match="give at least one channel order"):
+    transforms.channel_permutation_group("mine", ())
 
 
 def test_get_returns_one_hashable_group_per_name():

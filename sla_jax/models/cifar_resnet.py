@@ -64,6 +64,14 @@ def _check_conv_weight_grad(conv_weight_grad: str) -> None:
                      f"{', '.join(CONV_WEIGHT_GRADS)}; got {conv_weight_grad!r}.")
 
 
+def _check_images(model: str, x: jax.Array) -> None:
+  """ValueError unless ``x`` is a batch of images, ``[B, H, W, C]``."""
+  if getattr(x, "ndim", None) != 4:
+    raise ValueError(f"{model} takes a batch of images [B, H, W, C]; got shape "
+                     f"{tuple(getattr(x, 'shape', ()))} (add a batch axis: "
+                     f"x[None]).")
+
+
 def _conv_fn(conv_weight_grad: str):
   """``auto``: the matmul weight gradient on the CPU backend, XLA's elsewhere."""
   _check_conv_weight_grad(conv_weight_grad)
@@ -184,6 +192,7 @@ class CifarResNet(nn.Module):
       raise ValueError(f"CifarResNet depth must be 6n + 2 (e.g. "
                        f"{', '.join(map(str, DEPTHS))}); got {self.depth}.")
     _check_conv_weight_grad(self.conv_weight_grad)
+    heads_lib.check_heads("CifarResNet", self.heads)
     jnp.dtype(self.dtype)  # a valid dtype name or dtype
     if self.cosine_scale < 0 or (self.cosine_scale and self.zero_init_heads):
       raise ValueError(f"cosine_scale must be >= 0 (0 = linear heads) and "
@@ -208,6 +217,7 @@ class CifarResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
+    _check_images("CifarResNet", x)
     blocks_per_stage = (self.depth - 2) // 6
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)

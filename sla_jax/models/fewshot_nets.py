@@ -33,10 +33,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sla_jax.models import heads as heads_lib
 from sla_jax.models import registry
-from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, _conv_fn,
-                                         batch_norm, conv_init, conv_layer,
-                                         torch_linear_bias_init,
+from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, _check_images,
+                                         _conv_fn, batch_norm, conv_init,
+                                         conv_layer, torch_linear_bias_init,
                                          torch_linear_kernel_init)
 
 __all__ = ["ResNet12", "ResNet12Block", "Conv4", "drop_block",
@@ -87,8 +88,9 @@ def _add_heads(module: nn.Module, features: jax.Array,
 
 
 def _check_common(name: str, widths: Sequence[int], conv_weight_grad: str,
-                  dtype: Any) -> None:
+                  dtype: Any, heads: Mapping[str, int] | None) -> None:
   _check_conv_weight_grad(conv_weight_grad)
+  heads_lib.check_heads(name, heads)
   jnp.dtype(dtype)  # a valid dtype name or dtype
   if not widths or any(int(w) != w or w < 1 for w in widths):
     raise ValueError(f"{name} widths must be positive integers, one per "
@@ -166,7 +168,8 @@ class ResNet12(nn.Module):
   dropblock_size: int = 5
 
   def __post_init__(self):
-    _check_common("ResNet12", self.widths, self.conv_weight_grad, self.dtype)
+    _check_common("ResNet12", self.widths, self.conv_weight_grad, self.dtype,
+                  self.heads)
     if len(self.widths) != 4:
       raise ValueError(f"ResNet12 has 4 blocks: pass 4 widths; got "
                        f"{tuple(self.widths)}.")
@@ -180,6 +183,7 @@ class ResNet12(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
+    _check_images("ResNet12", x)
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
     for i, width in enumerate(self.widths):
@@ -215,11 +219,13 @@ class Conv4(nn.Module):
   conv_weight_grad: str = "auto"
 
   def __post_init__(self):
-    _check_common("Conv4", self.widths, self.conv_weight_grad, self.dtype)
+    _check_common("Conv4", self.widths, self.conv_weight_grad, self.dtype,
+                  self.heads)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
+    _check_images("Conv4", x)
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
     norm = batch_norm(train, dtype, self.use_fast_variance,

@@ -9,13 +9,35 @@ then live in the same units (``scale * 0.5`` for Cao et al.'s 0.5).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["CosineDense"]
+__all__ = ["CosineDense", "check_heads"]
+
+
+def check_heads(model: str, heads: Any) -> None:
+  """ValueError unless ``heads`` maps names to output sizes >= 1 (None: no heads).
+
+  ``features`` is refused as a name: every model returns its features under it.
+  """
+  if heads is None:
+    return
+  if not isinstance(heads, Mapping):
+    raise ValueError(f"{model} heads must map head names to output sizes, e.g. "
+                     f"{{'joint': 40}}; got {heads!r}.")
+  for name, size in heads.items():
+    if name == "features":
+      raise ValueError(f"{model} heads cannot be named 'features': the model "
+                       f"returns its features under that name.")
+    if (not isinstance(name, str) or isinstance(size, bool)
+        or not isinstance(size, (int, np.integer)) or size < 1):
+      raise ValueError(f"{model} heads must map names to output sizes >= 1; "
+                       f"got {name!r}: {size!r}.")
 
 
 def _unit(x: jax.Array, axis: int) -> jax.Array:

@@ -9,9 +9,12 @@ The NNX module holds the same parameters (``nnx.Param``) and BatchNorm statistic
 ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` step is the Linen step (tested bit
 for bit), and a trained workdir's variables (``sla_jax.inference.load(w).variables``)
 load into it. Models that draw randomness in training (ResNet-12's DropBlock)
-take it from the ``dropout`` stream: ``rngs=nnx.Rngs(params=0, dropout=1)``.
+take it from the ``dropout`` stream: ``rngs=nnx.Rngs(params=0, dropout=1)``
+(a seed or key: ``nnx.Rngs(seed)``). ``train`` is the Linen call's argument
+(default True); NNX's ``model.eval()`` does not reach the bridged module.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -32,7 +35,11 @@ def to_nnx(model: nn.Module, example_inputs: jax.Array, *,
   op on its own); with ``variables`` nothing is initialised, their values are
   checked against the model's shapes and used as they are.
   """
-  rngs = nnx.Rngs(0) if rngs is None else rngs
+  if not isinstance(model, nn.Module):
+    raise ValueError(f"to_nnx takes a Linen module (e.g. models.get(name, ...)); "
+                     f"got {type(model).__name__}.")
+  if not isinstance(rngs, nnx.Rngs):  # None, a seed or a key: the default stream
+    rngs = nnx.Rngs(0 if rngs is None else rngs)
   wrapped = bridge.ToNNX(model, rngs=rngs)
   if variables is None:
     _jitted_init(wrapped, example_inputs)
@@ -46,6 +53,12 @@ def to_nnx(model: nn.Module, example_inputs: jax.Array, *,
 
   graphdef, params, stats, _ = nnx.split(nnx.eval_shape(initialised),
                                          nnx.Param, nnx.BatchStat, ...)
+  if not isinstance(variables, Mapping) or "params" not in variables:
+    what = (f"a mapping with keys {sorted(map(str, variables))}"
+            if isinstance(variables, Mapping) else type(variables).__name__)
+    raise ValueError(f"variables must be Linen's variables, {{'params': ..., "
+                     f"'batch_stats': ...}} (e.g. inference.load(w).variables); "
+                     f"got {what}.")
   for collection, state in (("params", params), ("batch_stats", stats)):
     given = variables.get(collection, {})
     _check_fits(collection, given, nnx.to_pure_dict(state))
@@ -58,13 +71,27 @@ _jitted_init = nnx.jit(lambda m, x: bridge.lazy_init(m, x, train=False))
 
 
 def _check_fits(collection: str, given: Any, wanted: Any) -> None:
-  """One clear line when a variables tree does not fit the model."""
-  shapes = lambda tree: {jax.tree_util.keystr(path): tuple(leaf.shape)
-                         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-  given, wanted = shapes(given), shapes(wanted)
+  """One clear line when a variables tree does not fit the model (shape or dtype)."""
+  def leaves(tree):
+    out = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+      if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+        raise ValueError(f"variables[{collection!r}]{jax.tree_util.keystr(path)} "
+                         f"is a {type(leaf).__name__}, not an array.")
+      out[jax.tree_util.keystr(path)] = leaf
+    return out
+
+  given, wanted = leaves(given), leaves(wanted)
   for path in sorted(set(given) | set(wanted)):
-    if given.get(path) != wanted.get(path):
+    have, want = given.get(path), wanted.get(path)
+    if have is None or want is None or tuple(have.shape) != tuple(want.shape):
       raise ValueError(
-          f"variables[{collection!r}]{path} has shape {given.get(path, 'missing')}, "
-          f"the model wants {wanted.get(path, 'none (not a variable of it)')}: "
+          f"variables[{collection!r}]{path} has shape "
+          f"{'missing' if have is None else tuple(have.shape)}, the model wants "
+          f"{'none (not a variable of it)' if want is None else tuple(want.shape)}: "
           f"pass the variables of this model and input shape.")
+    if have.dtype != want.dtype:
+      raise ValueError(
+          f"variables[{collection!r}]{path} is {have.dtype}, the model keeps "
+          f"{want.dtype}: pass the variables as trained (parameters and "
+          f"statistics stay float32 under a bf16 compute dtype).")

@@ -24,9 +24,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sla_jax.models import heads as heads_lib
 from sla_jax.models import registry
-from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, batch_norm,
-                                         conv_init, conv_layer,
+from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, _check_images,
+                                         batch_norm, conv_init, conv_layer,
                                          torch_linear_bias_init,
                                          torch_linear_kernel_init)
 
@@ -122,6 +123,7 @@ class ResNet(nn.Module):
 
   def __post_init__(self):
     _check_conv_weight_grad(self.conv_weight_grad)
+    heads_lib.check_heads("ResNet", self.heads)
     jnp.dtype(self.dtype)
     if len(self.stage_sizes) != 4:
       raise ValueError(f"ResNet stage_sizes must list 4 stages; got "
@@ -130,6 +132,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
+    _check_images("ResNet", x)
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
     x = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),

@@ -22,9 +22,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sla_jax.models import heads as heads_lib
 from sla_jax.models import registry
-from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, batch_norm,
-                                         conv_layer, torch_linear_bias_init,
+from sla_jax.models.cifar_resnet import (_check_conv_weight_grad, _check_images,
+                                         batch_norm, conv_layer,
+                                         torch_linear_bias_init,
                                          torch_linear_kernel_init)
 
 __all__ = ["WideResNet", "WideBlock"]
@@ -87,11 +89,13 @@ class WideResNet(nn.Module):
       raise ValueError(f"dropout_rate must be in [0, 1); got "
                        f"{self.dropout_rate}.")
     _check_conv_weight_grad(self.conv_weight_grad)
+    heads_lib.check_heads("WideResNet", self.heads)
     jnp.dtype(self.dtype)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> dict[str, jax.Array]:
+    _check_images("WideResNet", x)
     dtype = jnp.dtype(self.dtype)
     x = conv_layer(dtype, self.conv_weight_grad)(
         16, (3, 3), padding=((1, 1), (1, 1)), name="conv1")(x.astype(dtype))
