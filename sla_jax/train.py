@@ -151,8 +151,8 @@ def check_against_data(config, spec: spec_lib.Spec, dataset: data_lib.Dataset,
   if config.batch_size % num_devices:
     raise ConfigError(
         f"batch_size={config.batch_size} is not divisible by the "
-        f"{num_devices} devices; use a multiple of {num_devices} (or set "
-        f"num_devices).")
+        f"{num_devices} devices; use a multiple of {num_devices}"
+        + (" (or set num_devices)." if jax.process_count() == 1 else "."))
   if dataset.train.size < config.batch_size:
     raise ConfigError(
         f"batch_size={config.batch_size} is larger than the "
@@ -261,6 +261,21 @@ def save_config(config, workdir: epath.Path) -> None:
     tmp = workdir / "config.json.tmp"  # atomic: other processes may read it
     tmp.write_text(config.to_json(indent=2))
     tmp.replace(workdir / "config.json")
+
+
+def check_workdir_shared(config, workdir: epath.Path) -> None:
+  """ConfigError on a process that does not see the ``config.json`` process 0
+  wrote: each host would otherwise write its own checkpoints and wait at the
+  first save for the others."""
+  if distributed.is_main():
+    return
+  path = workdir / "config.json"
+  if not path.exists() or path.read_text() != config.to_json(indent=2):
+    raise ConfigError(
+        f"--workdir {workdir} is not one folder shared by every process: this "
+        f"process does not see the config.json process 0 wrote there. Give "
+        f"every process the same shared folder (gs://..., or a network file "
+        f"system).")
 
 
 # ------------------------------------------------- optimiser, state, step ---
@@ -593,18 +608,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   checkpoint is saved). With several processes (``jax.distributed``) every
   process calls this; only process 0 writes logs, metrics and results.
   """
-  spec_lib.resolve(config, num_classes=2)  # config errors before any I/O
-  check_numbers(config)
-  workdir = workdir_path(workdir)
-  check_workdir(config, workdir)
-  try:
-    mesh = distributed.make_mesh(config.num_devices)
-    dataset = data_lib.load(config)
+  try:  # several processes: one config and workdir, or one error everywhere
+    distributed.check_same_everywhere(
+        "config or --workdir", f"{config.to_json(sort_keys=True)}\n{workdir}")
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  spec = spec_lib.resolve(config, dataset.num_classes, dataset.class_counts)
-  check_against_data(config, spec, dataset, mesh.devices.size)
+  with distributed.agreed_errors(ConfigError):  # not a hang if only some fail
+    spec_lib.resolve(config, num_classes=2)  # config errors before any I/O
+    check_numbers(config)
+    workdir = workdir_path(workdir)
+    check_workdir(config, workdir)
+    try:
+      mesh = distributed.make_mesh(config.num_devices)
+      dataset = data_lib.load(config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    spec = spec_lib.resolve(config, dataset.num_classes, dataset.class_counts)
+    check_against_data(config, spec, dataset, mesh.devices.size)
   save_config(config, workdir)  # every check passed: nothing written before
+  distributed.sync("sla_train_config_saved")
+  with distributed.agreed_errors(ConfigError):
+    check_workdir_shared(config, workdir)
   if distributed.is_main():  # what sla-eval / inference.load rebuild from
     (workdir / "dataset.json").write_text(json.dumps(
         {"name": dataset.name, "num_classes": dataset.num_classes,

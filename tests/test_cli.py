@@ -62,6 +62,22 @@ _WRITERS = {"sla_jax.main": ("sla-train", "--workdir"),
     ("sla_jax.main", ["--config", "configs/quickstart.py",
                       "--config.model.name=cifar_resnet20"],
      "Model 'cifar_resnet20' has depth=20 by its name; got depth=8."),
+    # Start-up flags JAX would crash on (a traceback, or a segmentation fault).
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--distributed",
+                      "--coordinator_address=127.0.0.1:notaport",
+                      "--num_processes=2", "--process_id=0"],
+     "--coordinator_address must be host:port of process 0 (e.g. 10.0.0.1:1234); "
+     "got '127.0.0.1:notaport'."),
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--distributed",
+                      "--coordinator_address=127.0.0.1:1234",
+                      "--num_processes=2", "--process_id=2"],
+     "--process_id must lie in [0, --num_processes) = [0, 2); got 2."),
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--distributed"],
+     "jax.distributed.initialize: coordinator_address should be defined. Outside "
+     "Cloud TPU, Slurm and Open MPI give --coordinator_address"),
+    ("sla_jax.main", ["--config", "configs/quickstart.py", "--distributed_timeout=9"],
+     "--coordinator_address/--num_processes/--process_id/--distributed_timeout "
+     "need --distributed."),
     ("sla_jax.experiments", ["--grid", "configs/no_such_grid.py"],
      "cannot read the config file: No such file or directory: 'configs/no_such_grid.py'"),
     ("sla_jax.experiments", ["--grid", "configs/grid_digits.py:seeds=3"],

@@ -91,3 +91,54 @@ def test_distributed_env_switch():
   assert distributed.requested_by_env({"SLA_DISTRIBUTED": "1"})
   assert not distributed.requested_by_env({"SLA_DISTRIBUTED": "0"})
   assert not distributed.requested_by_env({})
+
+
+def _two_processes(tmp_path, config_file, per_process, timeout_s=240):
+  """Starts 2 local trainer processes; ``per_process[i]`` = (cwd, workdir, flags).
+
+  Returns their exit statuses and outputs once both ended.
+  """
+  port = sp.free_port()
+  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  procs = []
+  for i, (log, (cwd, workdir, flags)) in enumerate(zip(logs, per_process)):
+    with log.open("w") as f:
+      procs.append(subprocess.Popen(
+          sp.cli(config_file, workdir, "--distributed",
+                 f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                 f"--process_id={i}", "--distributed_timeout=60", *flags),
+          env=sp.env(local_devices=1), cwd=cwd, stdout=f,
+          stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + timeout_s
+  with sp.reaped(*procs):
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+      time.sleep(0.2)
+  outputs = [log.read_text() for log in logs]
+  assert time.monotonic() < deadline, "timed out:\n" + "\n---\n".join(
+      o[-2000:] for o in outputs)
+  return [p.returncode for p in procs], outputs
+
+
+@pytest.mark.skipif(not _gloo_available(),
+                    reason="jaxlib has no gloo CPU collectives")
+def test_processes_with_other_flags_or_unshared_workdirs_stop_with_one_line(tmp_path):
+  config_file = sp.write_config(tmp_path / "config.py", total_steps=4,
+                                log_every=2, eval_every=4, checkpoint_every=2,
+                                num_devices=-1, data_on_device=False)
+  # Another learning rate on process 1: it trained silently before.
+  codes, outputs = _two_processes(tmp_path, config_file, [
+      (tmp_path, tmp_path / "w", []), (tmp_path, tmp_path / "w", ["--config.lr=0.5"])])
+  assert codes == [2, 2], outputs
+  assert ("sla-train: error: the config or --workdir of process 1 differs from "
+          "process 0's: start every process with the same flags.") in outputs[0]
+  assert not (tmp_path / "w").exists()  # nothing written
+  # One relative --workdir from two folders: two workdirs, not one shared one
+  # (each process waited at the first checkpoint for the other, for ever).
+  for name in ("a", "b"):
+    (tmp_path / name).mkdir()
+  codes, outputs = _two_processes(tmp_path, config_file, [
+      (tmp_path / "a", "w", []), (tmp_path / "b", "w", [])])
+  assert codes == [2, 2], outputs
+  assert (f"sla-train: error: process 1: --workdir {tmp_path / 'b' / 'w'} is not "
+          f"one folder shared by every process") in outputs[0]
+  assert not (tmp_path / "a" / "w" / "checkpoints").exists()
