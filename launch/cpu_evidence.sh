@@ -68,8 +68,24 @@ pin() {  # grid $1's pinned commit (HEAD on first use) -> its worktree's path
 }
 
 unpack() {
-  [ -d /tmp/cifar10 ] || tar xzf "$SHARED/data/cifar10-jpeg.tar.gz" -C /tmp
-  [ -d /tmp/tinyimagenet100-32 ] || tar xzf "$SHARED/data/tinyimagenet100-32.tar.gz" -C /tmp
+  local folder tarball
+  for pair in cifar10:cifar10-jpeg.tar.gz tinyimagenet100-32:tinyimagenet100-32.tar.gz; do
+    folder=/tmp/${pair%%:*}; tarball=$SHARED/data/${pair#*:}
+    [ -d "$folder" ] && continue
+    [ -f "$tarball" ] || { echo "cpu_evidence.sh: no $tarball to unpack into $folder (set SLA_SHARED_DIR)" >&2; exit 2; }
+    tar xzf "$tarball" -C /tmp
+  done
+}
+
+check_names() {  # every name on the command line is one of GRIDS (exit 2 otherwise)
+  local want entry names=""
+  for entry in "${GRIDS[@]}"; do names="$names ${entry%%:*}"; done
+  for want in "$@"; do
+    case " $names " in
+      *" $want "*) ;;
+      *) echo "cpu_evidence.sh: unknown grid '$want'; the grids:$names" >&2; exit 2 ;;
+    esac
+  done
 }
 
 restore() {  # collected finished runs of grid $1 -> $EVIDENCE (the harness skips them)
@@ -121,6 +137,7 @@ selected() {  # the GRIDS entries named on the command line (all if none)
 }
 
 mode=${1:-status}; shift || true
+case "$mode" in run|collect|restore|keep|status|pin) check_names "$@" ;; esac
 case "$mode" in
   run)
     unpack

@@ -15,8 +15,13 @@
 # JAX_EXTRA picks the CUDA build installed on the first run (default cuda12).
 set -euo pipefail
 flags=()
-if [ -n "${NUM_PROCESSES:-}" ]; then
-  : "${COORDINATOR:?set COORDINATOR=host0:port}" "${PROCESS_ID:?set PROCESS_ID}"
+if [ -n "${COORDINATOR:-}${NUM_PROCESSES:-}${PROCESS_ID:-}" ]; then  # all three or none
+  for name in COORDINATOR NUM_PROCESSES PROCESS_ID; do
+    if [ -z "${!name:-}" ]; then
+      echo "gpu_host.sh: several hosts need COORDINATOR=host0:port, NUM_PROCESSES and PROCESS_ID; $name is not set" >&2
+      exit 2
+    fi
+  done
   flags=(--distributed "--coordinator_address=$COORDINATOR"
          "--num_processes=$NUM_PROCESSES" "--process_id=$PROCESS_ID")
 fi

@@ -31,10 +31,15 @@ case "$data" in
   none) tarball= ;;
   *) echo "gpu_prepare.sh: unknown data '$data' (cifar10, tinyimagenet100 or none)" >&2; exit 2 ;;
 esac
+# Every input checked before anything already staged is replaced.
+if [ -n "$tarball" ] && [ ! -f "$SHARED/data/$tarball" ]; then
+  echo "gpu_prepare.sh: no $SHARED/data/$tarball (set SLA_SHARED_DIR)" >&2; exit 2
+fi
+if [ -n "${OFFICIAL:-}" ] && [ ! -f "$OFFICIAL/trainers.py" ]; then
+  echo "gpu_prepare.sh: $OFFICIAL is not a hankook/SLA checkout (no trainers.py)" >&2; exit 2
+fi
 rm -rf .gpu/shared .gpu/official && mkdir -p .gpu/shared/data  # .gpu/runs stays: runs to resume
 if [ -n "$tarball" ]; then
-  [ -f "$SHARED/data/$tarball" ] || {
-    echo "gpu_prepare.sh: no $SHARED/data/$tarball (set SLA_SHARED_DIR)" >&2; exit 2; }
   cp "$SHARED/data/$tarball" .gpu/shared/data/
 fi
 # The original's numbers on the shared reference weights (8 MB): compare_torch
@@ -45,8 +50,6 @@ if [ -f "$SHARED/$reference" ]; then
 fi
 official_env=
 if [ -n "${OFFICIAL:-}" ]; then
-  [ -f "$OFFICIAL/trainers.py" ] || {
-    echo "gpu_prepare.sh: $OFFICIAL is not a hankook/SLA checkout (no trainers.py)" >&2; exit 2; }
   mkdir -p .gpu/official
   (cd "$OFFICIAL" && tar cf - --exclude=.git .) | (cd .gpu/official && tar xf -)
   official_env="OFFICIAL=.gpu/official "
@@ -58,5 +61,11 @@ echo "travels: $(( (tree + carried) / 1048576 )) MiB of 64 (checkout $(( tree / 
 for kept in results/gpu_runs_in_progress/*.tgz; do
   [ -f "$kept" ] && echo "resumes: $(basename "$kept" .tgz) ($kept)"
 done
-echo "carry: [\".whl\", \".gpu\"]"
-echo "command: python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; SLA_SHARED_DIR=.gpu/shared ${official_env}RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress OUT=\$OUT bash benchmarks/gpu_suite.sh ${MODE:-bench}"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  echo "carry: [\".whl\", \".gpu\"]"
+  install="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; "
+else  # NO_WHEELS=1 and none downloaded before: the device machine's own packages
+  echo "carry: [\".gpu\"] (no wheels in .whl/: run launch/gpu_wheels.sh to carry them)"
+  install=
+fi
+echo "command: ${install}SLA_SHARED_DIR=.gpu/shared ${official_env}RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress OUT=\$OUT bash benchmarks/gpu_suite.sh ${MODE:-bench}"

@@ -18,11 +18,19 @@
 # --file_format=array_record --data_dir=gs://BUCKET/tensorflow_datasets`); nothing is
 # downloaded on the workers. Rerun the same command to resume after preemption.
 set -euo pipefail
-: "${TPU:?set TPU to the TPU VM name}" "${ZONE:?set ZONE to its zone}"
+case "${1:-}" in
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+esac
 if [ $# -eq 0 ]; then
   echo "tpu_pod.sh: error: pass the trainer's arguments, e.g. --config configs/cifar.py:objective=sla --workdir gs://BUCKET/run" >&2
   exit 2
 fi
+for name in TPU ZONE; do
+  if [ -z "${!name:-}" ]; then
+    echo "tpu_pod.sh: error: set TPU to the TPU VM name and ZONE to its zone; $name is not set" >&2
+    exit 2
+  fi
+done
 DEST=${DEST:-sla_jax}        # directory on each worker
 JAX_VERSION=${JAX_VERSION:-0.10.2}
 GCLOUD=${GCLOUD:-gcloud}

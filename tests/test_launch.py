@@ -43,7 +43,45 @@ def test_tpu_pod_dry_run_for_imagenet(tmp_path):
   bare = subprocess.run(["bash", str(REPO / "launch" / "tpu_pod.sh")], env=env,
                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
   assert bare.returncode == 2 and "pass the trainer's arguments" in bare.stderr
-  assert len(list(calls_dir.iterdir())) == 3  # no gcloud call without them
+  no_zone = subprocess.run(["bash", str(REPO / "launch" / "tpu_pod.sh"), *args],
+                           env={k: v for k, v in env.items() if k != "ZONE"},
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+  assert no_zone.returncode == 2 and "ZONE is not set" in no_zone.stderr
+  helped = subprocess.run(["bash", str(REPO / "launch" / "tpu_pod.sh"), "--help"],
+                          env=env, capture_output=True, text=True, timeout=60)
+  assert helped.returncode == 0 and helped.stdout.startswith("Cloud TPU VM or pod slice")
+  assert len(list(calls_dir.iterdir())) == 3  # no gcloud call for any of them
+
+
+def _fake_venv(tmp_path):
+  """A VENV whose python prints its working directory and arguments."""
+  python = tmp_path / "venv" / "bin" / "python"
+  python.parent.mkdir(parents=True)
+  python.write_text('#!/usr/bin/env bash\necho "cwd=$PWD"; printf "%s\\n" "$@"\n')
+  python.chmod(0o755)
+  return dict(os.environ, VENV=str(tmp_path / "venv"))
+
+
+def test_run_sh_takes_paths_from_where_it_is_called(tmp_path):
+  out = subprocess.run(["bash", str(REPO / "launch" / "run.sh"), "--config",
+                        "my.py", "--workdir", "w"], env=_fake_venv(tmp_path),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.splitlines() == [f"cwd={tmp_path}", "-m", "sla_jax.main",
+                                     "--config", "my.py", "--workdir", "w"]
+
+
+def test_gpu_host_needs_all_three_job_variables_or_none(tmp_path):
+  env = dict(_fake_venv(tmp_path), COORDINATOR="10.0.0.1:1234", PROCESS_ID="1")
+  args = ["bash", str(REPO / "launch" / "gpu_host.sh"), "--config", "c.py"]
+  missing = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)  # trained alone before
+  assert missing.returncode == 2 and "NUM_PROCESSES is not set" in missing.stderr
+  out = subprocess.run(args, env=dict(env, NUM_PROCESSES="2"), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+  assert out.stdout.splitlines()[3:8] == [
+      "--distributed", "--coordinator_address=10.0.0.1:1234", "--num_processes=2",
+      "--process_id=1", "--config"]
 
 
 @pytest.mark.slow
@@ -93,6 +131,11 @@ def test_cpu_evidence_status_and_collect(tmp_path):
   assert "30.00" in (dst / "RESULTS.md").read_text()
   bad = _evidence(tmp_path, "train")
   assert bad.returncode == 2 and "usage: cpu_evidence.sh" in bad.stderr
+  for mode in ("status", "keep", "pin", "run"):  # exit 0 and nothing done, before
+    bad = _evidence(tmp_path, mode, "no_such_grid")
+    assert bad.returncode == 2, (mode, bad.stdout)
+    assert "unknown grid 'no_such_grid'; the grids: fewshot_cpu" in bad.stderr
+  assert not (tmp_path / "results" / "no_such_grid").exists()
 
 
 def test_cpu_evidence_restore_puts_back_collected_runs(tmp_path):
@@ -327,19 +370,36 @@ def test_gpu_prepare_puts_the_data_and_the_original_in_an_ignored_folder(tmp_pat
   assert (repo / ".gpu/shared/reference/official_resnet32_rotation.npz").exists()
   assert (repo / ".gpu/official/trainers.py").exists()
   assert not (repo / ".gpu/official/.git").exists()
-  assert 'carry: [".whl", ".gpu"]' in out.stdout
   assert ("resumes: sla_seed1 (results/gpu_runs_in_progress/sla_seed1.tgz)"
           in out.stdout)
-  command = next(l for l in out.stdout.splitlines() if l.startswith("command: "))
-  assert command.endswith("SLA_SHARED_DIR=.gpu/shared OFFICIAL=.gpu/official "
+  command = lambda out: next(l for l in out.stdout.splitlines()
+                             if l.startswith("command: "))
+  # No wheels in .whl/ (NO_WHEELS=1): carry .gpu alone, no pip install line.
+  assert 'carry: [".gpu"] (no wheels in .whl/' in out.stdout
+  assert command(out) == ("command: SLA_SHARED_DIR=.gpu/shared OFFICIAL=.gpu/official "
                           "RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress "
                           "OUT=$OUT bash benchmarks/gpu_suite.sh bench")
-  assert len(command) - len("command: ") <= 2000  # the device tool's limit
-  for args, message in ((["imagenet"], "unknown data 'imagenet'"),
-                        (["tinyimagenet100"], "no "),):
-    bad = subprocess.run(["bash", str(script), *args], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
+  (repo / ".whl").mkdir()
+  (repo / ".whl/jax-0.10.2-py3-none-any.whl").write_bytes(b"w")
+  out = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+  assert 'carry: [".whl", ".gpu"]' in out.stdout
+  assert command(out).startswith("command: python3 -m pip install -q --no-index")
+  assert command(out).endswith("SLA_SHARED_DIR=.gpu/shared OFFICIAL=.gpu/official "
+                               "RUNS=.gpu/runs KEPT=results/gpu_runs_in_progress "
+                               "OUT=$OUT bash benchmarks/gpu_suite.sh bench")
+  assert len(command(out)) - len("command: ") <= 2000  # the device tool's limit
+  for args, extra, message in (
+      (["imagenet"], {}, "unknown data 'imagenet'"),
+      (["tinyimagenet100"], {}, "no "),
+      ([], {"OFFICIAL": str(tmp_path / "nowhere")}, "is not a hankook/SLA checkout")):
+    bad = subprocess.run(["bash", str(script), *args], cwd=tmp_path,
+                         env=dict(env, **extra), capture_output=True, text=True,
+                         timeout=60)
     assert bad.returncode == 2 and message in bad.stderr
+    # A refused call replaces nothing already staged.
+    assert (repo / ".gpu/shared/data/cifar10-jpeg.tar.gz").stat().st_size == 1000
+    assert (repo / ".gpu/official/trainers.py").exists()
 
 
 def _returned_runs(tmp_path, runs):
