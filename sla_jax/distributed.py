@@ -23,7 +23,8 @@ import jax
 import numpy as np
 
 __all__ = ["initialize", "is_main", "sync", "requested_by_env", "make_mesh",
-           "check_start_flags", "check_same_everywhere", "agreed_errors"]
+           "check_start_flags", "check_coordinator_port",
+           "check_same_everywhere", "agreed_errors"]
 
 # The longest error message one process passes to the others (bytes of UTF-8).
 _MESSAGE_BYTES = 2048
@@ -54,6 +55,21 @@ def check_start_flags(coordinator_address: str | None,
                        f"(e.g. 10.0.0.1:1234); got {coordinator_address!r}.")
 
 
+def check_coordinator_port(coordinator_address: str) -> None:
+  """ValueError if process 0 cannot listen on the address's port (JAX then
+  crashes, with a traceback or a segmentation fault)."""
+  import socket  # pylint: disable=g-import-not-at-top
+  port = int(coordinator_address.rpartition(":")[2])
+  with socket.socket(socket.AF_INET6 if ":" in coordinator_address.rpartition(":")[0]
+                     else socket.AF_INET) as probe:
+    try:
+      probe.bind(("", port))
+    except OSError as e:
+      raise ValueError(f"process 0 cannot listen on port {port} of "
+                       f"--coordinator_address={coordinator_address} ({e.strerror}): "
+                       f"pick a free port.") from None
+
+
 def initialize(coordinator_address: str | None = None,
                num_processes: int | None = None,
                process_id: int | None = None,
@@ -64,6 +80,8 @@ def initialize(coordinator_address: str | None = None,
   ValueError naming the fix for values JAX refuses or would crash on.
   """
   check_start_flags(coordinator_address, num_processes, process_id, timeout_s)
+  if process_id == 0 and coordinator_address:  # process 0 runs the coordinator
+    check_coordinator_port(coordinator_address)
   if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
     # CPU processes need cross-process collectives (gloo is JAX 0.10's default).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -54,6 +54,8 @@ def main(argv):
     try:
       distributed.check_start_flags(_COORDINATOR.value, _NUM_PROCESSES.value,
                                     _PROCESS_ID.value, _TIMEOUT.value)
+      if _PROCESS_ID.value == 0 and _COORDINATOR.value:  # before saying it joins
+        distributed.check_coordinator_port(_COORDINATOR.value)
       if _PROCESS_ID.value is not None:  # what a silent wait is waiting for
         print(f"sla-train: process {_PROCESS_ID.value} of {_NUM_PROCESSES.value} "
               f"joining the job at {_COORDINATOR.value} (waits up to "

@@ -256,3 +256,16 @@ def test_resuming_over_a_broken_config_json_is_one_error_and_keeps_the_file(tmp_
                        r"delete it to resume"):
       train.check_workdir(sp.make_config(), epath.Path(tmp_path))
     assert (tmp_path / "config.json").read_text() == text
+
+
+def test_a_coordinator_port_in_use_is_one_line_and_exit_2(tmp_path):
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as busy:  # JAX crashed here (a traceback or a segfault)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    proc = _run("sla_jax.main", "--config", "configs/quickstart.py", "--distributed",
+                f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                "--process_id=0", f"--workdir={tmp_path / 'out'}")
+  _assert_one_error_line(proc, "sla-train", f"process 0 cannot listen on port {port}")
+  assert not (tmp_path / "out").exists()
