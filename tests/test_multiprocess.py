@@ -22,6 +22,31 @@ def _gloo_available() -> bool:
     return False
 
 
+def _two_processes(tmp_path, config_file, per_process, timeout_s=sp.TIMEOUT_S):
+  """Starts 2 local trainer processes; ``per_process[i]`` = (cwd, workdir, flags).
+
+  Returns their exit statuses and outputs once both ended.
+  """
+  port = sp.free_port()
+  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  procs = []
+  for i, (log, (cwd, workdir, flags)) in enumerate(zip(logs, per_process)):
+    with log.open("w") as f:
+      procs.append(subprocess.Popen(
+          sp.cli(config_file, workdir, "--distributed",
+                 f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                 f"--process_id={i}", "--distributed_timeout=60", *flags),
+          env=sp.env(local_devices=1), cwd=cwd, stdout=f,
+          stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + timeout_s
+  with sp.reaped(*procs):
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+      time.sleep(0.2)
+  outputs = [log.read_text() for log in logs]
+  assert time.monotonic() < deadline, "timed out:\n" + "\n---\n".join(
+      o[-2000:] for o in outputs)
+  return [p.returncode for p in procs], outputs
+
 
 @pytest.mark.skipif(not _gloo_available(),
                     reason="jaxlib has no gloo CPU collectives")
@@ -29,27 +54,10 @@ def test_two_processes_match_one(tmp_path):
   fields = dict(total_steps=6, log_every=2, eval_every=6, checkpoint_every=3,
                 num_devices=-1, data_on_device=False, host_threads=2)
   config_file = sp.write_config(tmp_path / "config.py", **fields)
-  port = sp.free_port()
   multi = tmp_path / "multi"
-  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
-  procs = []
-  for i, log in enumerate(logs):
-    with log.open("w") as f:  # files, not pipes: a full pipe would block it
-      procs.append(subprocess.Popen(
-          sp.cli(config_file, multi, "--distributed",
-                 f"--coordinator_address=127.0.0.1:{port}",
-                 "--num_processes=2", f"--process_id={i}"),
-          env=sp.env(local_devices=1), cwd=tmp_path, stdout=f,
-          stderr=subprocess.STDOUT))
-  deadline = time.monotonic() + sp.TIMEOUT_S
-  with sp.reaped(*procs):
-    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-      time.sleep(0.2)
-  outputs = [log.read_text() for log in logs]
-  assert time.monotonic() < deadline, "timed out:\n" + "\n---\n".join(
-      o[-2000:] for o in outputs)
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  codes, outputs = _two_processes(tmp_path, config_file,
+                                  [(tmp_path, multi, [])] * 2)
+  assert codes == [0, 0], [o[-3000:] for o in outputs]
 
   # The same config and global device count, one process.
   single = tmp_path / "single"
@@ -91,32 +99,6 @@ def test_distributed_env_switch():
   assert distributed.requested_by_env({"SLA_DISTRIBUTED": "1"})
   assert not distributed.requested_by_env({"SLA_DISTRIBUTED": "0"})
   assert not distributed.requested_by_env({})
-
-
-def _two_processes(tmp_path, config_file, per_process, timeout_s=240):
-  """Starts 2 local trainer processes; ``per_process[i]`` = (cwd, workdir, flags).
-
-  Returns their exit statuses and outputs once both ended.
-  """
-  port = sp.free_port()
-  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
-  procs = []
-  for i, (log, (cwd, workdir, flags)) in enumerate(zip(logs, per_process)):
-    with log.open("w") as f:
-      procs.append(subprocess.Popen(
-          sp.cli(config_file, workdir, "--distributed",
-                 f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                 f"--process_id={i}", "--distributed_timeout=60", *flags),
-          env=sp.env(local_devices=1), cwd=cwd, stdout=f,
-          stderr=subprocess.STDOUT))
-  deadline = time.monotonic() + timeout_s
-  with sp.reaped(*procs):
-    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-      time.sleep(0.2)
-  outputs = [log.read_text() for log in logs]
-  assert time.monotonic() < deadline, "timed out:\n" + "\n---\n".join(
-      o[-2000:] for o in outputs)
-  return [p.returncode for p in procs], outputs
 
 
 @pytest.mark.skipif(not _gloo_available(),
